@@ -1,0 +1,43 @@
+# The two commands from a fresh clone: `make start` and `make test`.
+# Both run `make setup` first, which is idempotent and installs whatever is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BGC := $(VENV)/bin/bg-compiler
+SETUP_STAMP := $(VENV)/.installed
+
+.PHONY: setup engine images start test test-unit check lint typecheck clean
+
+setup: $(SETUP_STAMP) engine images
+
+$(SETUP_STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+engine:
+	bash scripts/setup-engine.sh
+
+images: $(SETUP_STAMP) engine
+	$(BGC) images build --missing busybox python
+
+start: setup
+	$(BGC) start $(ARGS)
+
+test: setup check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(SETUP_STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+check: lint typecheck
+
+lint: $(SETUP_STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+typecheck: $(SETUP_STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

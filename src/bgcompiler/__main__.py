@@ -1,0 +1,5 @@
+"""`python -m bgcompiler` is the same as the `bg-compiler` command."""
+
+from bgcompiler.cli import main
+
+main()

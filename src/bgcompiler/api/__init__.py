@@ -1,0 +1,1 @@
+"""The HTTP surface: routes, request/response schemas, and the one error renderer."""

@@ -1,0 +1,79 @@
+"""create_app(settings): the FastAPI application; its lifespan owns the sandbox and scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from bgcompiler import __version__
+from bgcompiler.api.errors import RequestBodyLimit, install_error_handlers
+from bgcompiler.api.routes import router
+from bgcompiler.errors import StartupError
+from bgcompiler.sandbox.base import Sandbox
+from bgcompiler.sandbox.docker import DockerSandbox
+from bgcompiler.sandbox.engine import Engine
+from bgcompiler.sandbox.ownership import InstanceLease
+from bgcompiler.scheduler import Scheduler
+from bgcompiler.services import Services
+from bgcompiler.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """
+Runs untrusted code, each run in a fresh hardened Docker container (optionally under
+gVisor), `count` times, and reports each run's output, exit status and duration.
+
+`POST /compile` is byte-compatible with the original bg-compiler.
+Every error answer is JSON: `{"error": <code>, "message": <text>}`.
+"""
+
+
+def docker_sandbox(settings: Settings) -> DockerSandbox:
+    return DockerSandbox(
+        Engine(settings.docker_host, settings.engine_timeout),
+        InstanceLease(settings.state_dir),
+        check_runtime=settings.runtime_name,
+        check_image=settings.check_image,
+    )
+
+
+def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
+    """The application. `sandbox` defaults to Docker; unit tests pass a fake."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        box = sandbox if sandbox is not None else docker_sandbox(settings)
+        try:
+            await box.open()
+        except StartupError as exc:
+            log.error("cannot start", reason=exc.message)
+            raise
+        scheduler = Scheduler(box, workers=settings.workers, backlog=settings.backlog)
+        scheduler.start()
+        app.state.services = Services(settings, box, scheduler)
+        log.info(
+            "ready",
+            workers=settings.workers,
+            backlog=settings.backlog,
+            runtime=settings.runtime_name or "runc",
+        )
+        try:
+            yield
+        finally:
+            await scheduler.shutdown(settings.shutdown_grace)
+            await box.close()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="bg-compiler",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(RequestBodyLimit, limit=settings.max_body_bytes)
+    return app

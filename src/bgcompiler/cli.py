@@ -1,0 +1,119 @@
+"""Command line: `bg-compiler start` (the seed's flags and ours) and `bg-compiler images`.
+
+Flags win over env vars `BGC_<FLAG>`, which win over defaults; only flags actually given
+are passed to Settings, so the environment fills in the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any
+
+import click
+import uvicorn
+from pydantic import ValidationError
+
+from bgcompiler.logs import configure_logging
+from bgcompiler.settings import Settings
+
+EXIT_STARTUP_FAILED = 3
+
+
+def _settings_from(options: dict[str, Any]) -> Settings:
+    given = {key: value for key, value in options.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise click.UsageError(problems) from exc
+
+
+@click.group()
+@click.version_option(package_name="bg-compiler")
+def main() -> None:
+    """bg-compiler: run untrusted code in fresh containers over HTTP."""
+
+
+@main.command()
+@click.option("--backlog", type=int, help="Runs that may wait for a worker. [2000]")
+@click.option("--memory", type=int, help="Memory per container, MB; swap is not allowed. [512]")
+@click.option("--cpu", type=int, help="CPU shares per container (a weight). [1024]")
+@click.option("--output", type=int, help="KB kept of each of stdout and stderr. [30]")
+@click.option("--timeout", type=float, help="Seconds before a run is killed. [30]")
+@click.option("--workers", type=int, help="Runs executed at once. [max(cpus-2, 2)]")
+@click.option("--port", type=int, help="Listening port. [8080]")
+@click.option("--gvisor", is_flag=True, default=None, help="Run containers under gVisor.")
+@click.option("-v", "--verbose", is_flag=True, default=None, help="Debug logging.")
+@click.option("--host", help="Listening address. [127.0.0.1]")
+@click.option("--runtime", help="The runtime --gvisor selects. [runsc]")
+@click.option("--max-count", type=int, help="Largest count a request may ask for. [100]")
+@click.option("--pids", type=int, help="Processes and threads per container. [64]")
+@click.option("--disk", type=int, help="MB for each of the writable /bg and /tmp. [64]")
+@click.option("--cpus", type=float, help="Hard CPU cap per container, in CPUs. [1.0]")
+@click.option("--max-body", type=int, help="Largest request body, KB. [1024]")
+@click.option("--shutdown-grace", type=float, help="Seconds runs may go on after SIGTERM. [10]")
+@click.option("--engine-timeout", type=float, help="Seconds an Engine API call may take. [10]")
+@click.option("--docker-host", help="Engine address (unix://...). [DOCKER_HOST or local socket]")
+@click.option("--check-image", help="Image that proves --gvisor works at start-up.")
+@click.option("--state-dir", help="Directory of live instances' lock files. [/run/bg-compiler]")
+def start(**options: Any) -> None:
+    """Start the HTTP service."""
+    settings = _settings_from(options)
+    configure_logging(verbose=settings.verbose, json=os.environ.get("BGC_LOG_JSON") == "1")
+    from bgcompiler.app import create_app  # imported late: nothing runs at import time
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="debug" if settings.verbose else "info",
+        # After SIGTERM, uvicorn lets requests finish for this long, then cancels them,
+        # which cancels their runs and kills their containers.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+        timeout_keep_alive=5,
+        access_log=settings.verbose,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(EXIT_STARTUP_FAILED)
+
+
+@main.group()
+def images() -> None:
+    """Build and list the local language images (no registry is ever used)."""
+
+
+@images.command("build")
+@click.argument("names", nargs=-1)
+@click.option("--missing", is_flag=True, help="Only build images that are not present.")
+@click.option("--recipes", type=click.Path(file_okay=False), help="Recipe directory. [images/]")
+def images_build(names: tuple[str, ...], missing: bool, recipes: str | None) -> None:
+    """Build NAMES (all recipes when none are given)."""
+    from bgcompiler import images as image_recipes
+
+    book = image_recipes.RecipeBook.load(recipes)
+    try:
+        for tag in book.build(list(names) or book.names(), only_missing=missing):
+            click.echo(tag)
+    except image_recipes.BuildError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@images.command("list")
+@click.option("--recipes", type=click.Path(file_okay=False), help="Recipe directory. [images/]")
+def images_list(recipes: str | None) -> None:
+    """List recipes, their tags and whether each image is present."""
+    from bgcompiler import images as image_recipes
+
+    book = image_recipes.RecipeBook.load(recipes)
+    for name in book.names():
+        recipe = book.recipes[name]
+        present = "present" if image_recipes.image_present(recipe.tag) else "missing"
+        click.echo(f"{name:12} {recipe.tag:28} {present}")

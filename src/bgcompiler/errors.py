@@ -1,0 +1,94 @@
+"""The one exception tree of bg-compiler.
+
+    BgcError                      anything this package raises on purpose
+    ├── ClientError               the request is at fault: a 4xx
+    │   ├── InvalidRequest        422: a field's value is not acceptable
+    │   └── ImageNotFound         422: the image is not present on the engine (we never pull)
+    ├── Unavailable               503: try again later
+    │   ├── Busy                  the backlog cannot hold all runs of the request
+    │   ├── EngineUnavailable     the Docker engine does not answer, or answers with errors
+    │   └── ShuttingDown          the service is stopping
+    └── SandboxError              a run failed for a reason inside the service or engine;
+        │                         reported in the run's result as `internal_error`
+        └── EngineError           the engine answered a call with an error status
+    StartupError                  the service cannot start (bad engine or runtime); the CLI exits
+
+Foreign errors (aiodocker, aiohttp, OSError) are translated to these at one
+boundary: the sandbox's engine client.
+"""
+
+from __future__ import annotations
+
+
+class BgcError(Exception):
+    """Base of everything this package raises on purpose."""
+
+    code = "error"
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ClientError(BgcError):
+    code = "bad_request"
+    http_status = 400
+
+
+class InvalidRequest(ClientError):
+    code = "invalid_request"
+    http_status = 422
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ImageNotFound(ClientError):
+    code = "image_not_found"
+    http_status = 422
+
+    def __init__(self, image: str) -> None:
+        super().__init__(
+            f"image {image!r} is not present on the engine; build it first "
+            "(`bg-compiler images build`) — images are never pulled"
+        )
+        self.image = image
+
+
+class Unavailable(BgcError):
+    code = "unavailable"
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Busy(Unavailable):
+    code = "busy"
+
+
+class EngineUnavailable(Unavailable):
+    code = "engine_unavailable"
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
+
+
+class SandboxError(BgcError):
+    code = "internal_error"
+
+
+class EngineError(SandboxError):
+    """The engine refused a call; `status` is the HTTP status it answered with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StartupError(BgcError):
+    code = "startup_failed"

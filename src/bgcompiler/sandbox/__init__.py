@@ -1,0 +1,1 @@
+"""Running one submission in one container: the Sandbox protocol and its implementations."""

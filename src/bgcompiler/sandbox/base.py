@@ -1,0 +1,30 @@
+"""The Sandbox protocol: what the scheduler and the API need from a place that runs code."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bgcompiler.models import RunResult, RunSpec
+
+
+class Sandbox(Protocol):
+    """Runs one RunSpec in a fresh, isolated environment.
+
+    `run` never raises for anything the submitted program does; a failure of the
+    service or the engine during a run is reported as an `internal_error` result.
+    """
+
+    async def open(self) -> None:
+        """Connects and performs start-up checks. Raises StartupError."""
+
+    async def close(self) -> None:
+        """Removes everything this sandbox created and disconnects."""
+
+    async def ping(self) -> None:
+        """Returns when the engine answers. Raises EngineUnavailable."""
+
+    async def check_image(self, image: str) -> None:
+        """Raises ImageNotFound when the image is absent, EngineUnavailable when the engine is."""
+
+    async def run(self, spec: RunSpec) -> RunResult:
+        """Runs the spec once, in a container nobody else has used and nobody will reuse."""

@@ -1,0 +1,76 @@
+"""A sandbox that runs nothing, for unit tests of the scheduler and the API only.
+
+The command is a tiny script of `;`-separated steps, so tests can state what a "run" does:
+`sleep 0.2`, `echo text`, `stdin` (echo stdin back), `exit 3`, `fail` (internal error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bgcompiler.errors import EngineUnavailable, ImageNotFound
+from bgcompiler.models import RunResult, RunSpec, classify
+
+
+class FakeSandbox:
+    """Behaves like a sandbox without containers; records what it was asked to do."""
+
+    def __init__(self, images: tuple[str, ...] = ("fake/image",)) -> None:
+        self.images = set(images)
+        self.engine_up = True
+        self.started: list[RunSpec] = []
+        self.running = 0
+        self.max_running = 0
+        self.cancelled = 0
+        self.opened = False
+        self.closed = False
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def ping(self) -> None:
+        if not self.engine_up:
+            raise EngineUnavailable("the fake engine is down")
+
+    async def check_image(self, image: str) -> None:
+        await self.ping()
+        if image not in self.images:
+            raise ImageNotFound(image)
+
+    async def run(self, spec: RunSpec) -> RunResult:
+        self.started.append(spec)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        stdout = bytearray()
+        exit_code = 0
+        try:
+            for step in filter(None, (s.strip() for s in spec.command.split(";"))):
+                verb, _, arg = step.partition(" ")
+                if verb == "sleep":
+                    await asyncio.sleep(float(arg))
+                elif verb == "echo":
+                    stdout += arg.encode() + b"\n"
+                elif verb == "stdin":
+                    stdout += spec.stdin
+                elif verb == "exit":
+                    exit_code = int(arg)
+                elif verb == "fail":
+                    return RunResult.internal("the fake sandbox was told to fail")
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+        truncated = len(stdout) > spec.limits.output_bytes
+        return RunResult(
+            status=classify(
+                exit_code=exit_code, timed_out=False, oom_killed=False, output_truncated=truncated
+            ),
+            stdout=bytes(stdout[: spec.limits.output_bytes]),
+            exit_code=exit_code,
+            output_truncated=truncated,
+            duration_ms=1,
+        )

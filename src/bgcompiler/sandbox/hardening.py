@@ -1,0 +1,72 @@
+"""The container configuration of every run, in one place: docs/security.md explains each line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bgcompiler.models import RunSpec
+from bgcompiler.sandbox.payload import WORKDIR, bootstrap_command
+
+SANDBOX_UID = 65534  # nobody/nogroup; numeric because minimal images have no /etc/passwd
+NOFILE = 1024
+SHM_BYTES = 16 * 1024 * 1024
+INODES_PER_MB = 256
+# The environment is the image's own plus these; nothing from the host or the request.
+SANDBOX_ENV = ("HOME=/tmp", "TMPDIR=/tmp")
+
+
+def _tmpfs_options(size_mb: int) -> str:
+    return (
+        f"rw,exec,nosuid,nodev,size={size_mb}m,nr_inodes={size_mb * INODES_PER_MB},"
+        f"uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0700"
+    )
+
+
+def container_config(spec: RunSpec, labels: dict[str, str]) -> dict[str, Any]:
+    """The Engine API body of `POST /containers/create` for one run of `spec`."""
+    limits = spec.limits
+    memory = limits.memory_mb * 1024 * 1024
+    disk_bytes = limits.disk_mb * 1024 * 1024
+    host_config: dict[str, Any] = {
+        "NetworkMode": "none",
+        "Memory": memory,
+        "MemorySwap": memory,  # equal to Memory: no swap at all
+        "CpuShares": limits.cpu_shares,
+        "NanoCpus": int(limits.cpus * 1e9),
+        "PidsLimit": limits.pids,
+        "ReadonlyRootfs": True,
+        "Tmpfs": {WORKDIR: _tmpfs_options(limits.disk_mb), "/tmp": _tmpfs_options(limits.disk_mb)},
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges:true"],
+        "Ulimits": [
+            {"Name": "nofile", "Soft": NOFILE, "Hard": NOFILE},
+            {"Name": "fsize", "Soft": disk_bytes, "Hard": disk_bytes},
+            {"Name": "core", "Soft": 0, "Hard": 0},
+        ],
+        "Init": True,
+        "LogConfig": {"Type": "none", "Config": {}},
+        "IpcMode": "private",
+        "ShmSize": SHM_BYTES,
+        "OomScoreAdj": 1000,
+        "RestartPolicy": {"Name": "no"},
+        "AutoRemove": False,
+    }
+    if spec.runtime:
+        host_config["Runtime"] = spec.runtime
+    return {
+        "Image": spec.image,
+        "Cmd": bootstrap_command(spec.command),
+        "Entrypoint": [],
+        "WorkingDir": WORKDIR,
+        "User": f"{SANDBOX_UID}:{SANDBOX_UID}",
+        "Env": list(SANDBOX_ENV),
+        "Labels": labels,
+        "AttachStdin": True,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "OpenStdin": True,
+        "StdinOnce": True,
+        "Tty": False,
+        "NetworkDisabled": True,
+        "HostConfig": host_config,
+    }

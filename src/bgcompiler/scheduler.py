@@ -1,0 +1,184 @@
+"""The bounded backlog and the worker pool.
+
+`submit` admits all runs of a job or raises Busy at once; it never waits for room.
+Each job runs on one worker, its runs one after another (runs of one request never
+compete with each other for the CPU, so their timings can be compared). `--workers`
+jobs run at once; at most `--backlog` runs wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import structlog
+
+from bgcompiler.errors import Busy, ShuttingDown
+from bgcompiler.models import RunResult, RunSpec
+from bgcompiler.sandbox.base import Sandbox
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+RunOnce = Callable[[RunSpec], Awaitable[RunResult]]
+Work = Callable[[RunOnce], Awaitable[T]]
+
+_RETRY_AFTER_MAX_S = 60
+
+
+class Job(Generic[T]):
+    """Up to `runs` sandbox runs, performed by `work` through the runner it is given."""
+
+    def __init__(self, runs: int, work: Work[T]) -> None:
+        if runs < 1:
+            raise ValueError("a job has at least one run")
+        self.runs = runs
+        self.work = work
+        self.result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.not_started = runs
+        self.task: asyncio.Task[None] | None = None
+        self.cancelled = False
+
+
+class Scheduler:
+    """Admission control plus `workers` coroutines that execute jobs in FIFO order."""
+
+    def __init__(self, sandbox: Sandbox, *, workers: int, backlog: int) -> None:
+        self._sandbox = sandbox
+        self._workers = workers
+        self._backlog = backlog
+        self._queue: deque[Job[object]] = deque()
+        self._wakeup = asyncio.Event()
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._busy_workers = 0
+        self._waiting = 0  # runs admitted and not started
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._mean_run_s = 0.5  # a running estimate, for Retry-After
+
+    # --- what the API sees ---------------------------------------------------------------
+
+    @property
+    def waiting_runs(self) -> int:
+        return self._waiting
+
+    @property
+    def busy_workers(self) -> int:
+        return self._busy_workers
+
+    def submit(self, job: Job[T]) -> Job[T]:
+        """Queues the job, or raises Busy/ShuttingDown without queueing anything."""
+        if self._closing:
+            raise ShuttingDown("the service is shutting down")
+        # A worker that is free right now starts the job's first run at once: it never waits.
+        free_workers = self._workers - self._busy_workers - len(self._queue)
+        would_wait = self._waiting + job.runs - (1 if free_workers > 0 else 0)
+        if would_wait > self._backlog:
+            raise Busy(
+                f"the backlog is full: {self._waiting} runs are waiting and this request "
+                f"adds {job.runs}; at most {self._backlog} may wait",
+                retry_after=self._retry_after(),
+            )
+        self._waiting += job.runs
+        self._queue.append(job)  # type: ignore[arg-type]
+        self._idle.clear()
+        self._wakeup.set()
+        return job
+
+    def cancel(self, job: Job[T]) -> None:
+        """Drops the job's queued runs and kills its running one (the client went away)."""
+        if job.cancelled or job.result.done():
+            return
+        job.cancelled = True
+        if job.task is not None:
+            job.task.cancel()
+            return
+        with contextlib.suppress(ValueError):
+            self._queue.remove(job)  # type: ignore[arg-type]
+        self._waiting -= job.not_started
+        job.not_started = 0
+        job.result.cancel()
+        self._update_idle()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._worker_tasks = [
+            asyncio.create_task(self._worker(), name=f"worker-{n}") for n in range(self._workers)
+        ]
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stops admitting; lets work finish for up to `grace_s`, then cancels what is left."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._idle.wait()
+        for job in list(self._queue):
+            self.cancel(job)
+        for task in self._worker_tasks:
+            task.cancel()
+        await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+        self._worker_tasks = []
+
+    # --- the workers ---------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            job = self._queue.popleft()
+            self._busy_workers += 1
+            job.task = asyncio.create_task(self._execute(job))
+            try:
+                await asyncio.wait([job.task])
+            except asyncio.CancelledError:
+                job.task.cancel()
+                await asyncio.wait([job.task])
+                raise
+            finally:
+                self._busy_workers -= 1
+                self._update_idle()
+
+    async def _execute(self, job: Job[T]) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def run_once(spec: RunSpec) -> RunResult:
+            if job.not_started <= 0:
+                raise RuntimeError("a job ran more runs than it declared")
+            job.not_started -= 1
+            self._waiting -= 1
+            started = loop.time()
+            result = await self._sandbox.run(spec)
+            self._mean_run_s += 0.1 * ((loop.time() - started) - self._mean_run_s)
+            return result
+
+        try:
+            value = await job.work(run_once)
+        except asyncio.CancelledError:
+            if self._closing and not job.cancelled:
+                job.result.set_exception(ShuttingDown("the service stopped before the runs ended"))
+            else:
+                job.result.cancel()
+            raise
+        except Exception as exc:  # a bug in the work: the request gets a 500, the worker lives
+            log.exception("job failed")
+            job.result.set_exception(exc)
+        else:
+            job.result.set_result(value)
+        finally:
+            self._waiting -= job.not_started  # runs the work chose not to do never will
+            job.not_started = 0
+
+    def _update_idle(self) -> None:
+        if not self._queue and self._busy_workers == 0:
+            self._idle.set()
+
+    def _retry_after(self) -> int:
+        seconds = self._waiting * self._mean_run_s / self._workers
+        return max(1, min(_RETRY_AFTER_MAX_S, math.ceil(seconds)))

@@ -1,0 +1,34 @@
+"""What a request handler needs, built once per process by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bgcompiler.models import Limits
+from bgcompiler.sandbox.base import Sandbox
+from bgcompiler.scheduler import Scheduler
+from bgcompiler.settings import Settings
+
+
+def limits_from(settings: Settings) -> Limits:
+    """The limits every run gets unless a request asks for less."""
+    return Limits(
+        timeout_s=settings.timeout,
+        memory_mb=settings.memory,
+        cpu_shares=settings.cpu,
+        cpus=settings.cpus,
+        output_bytes=settings.output_bytes,
+        pids=settings.pids,
+        disk_mb=settings.disk,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    sandbox: Sandbox
+    scheduler: Scheduler
+
+    @property
+    def default_limits(self) -> Limits:
+        return limits_from(self.settings)

@@ -1,0 +1,73 @@
+"""Service settings: built once (flags > env `BGC_*` > defaults), frozen, passed in."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_workers() -> int:
+    """The seed's default: two fewer than the CPUs, but never below two."""
+    return max((os.cpu_count() or 1) - 2, 2)
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Field names are the CLI flags' names."""
+
+    model_config = SettingsConfigDict(env_prefix="BGC_", frozen=True, extra="forbid")
+
+    # The seed's flags, with the seed's defaults.
+    backlog: int = Field(2000, ge=0, description="runs that may wait for a worker")
+    memory: int = Field(512, ge=6, description="memory per container, MB (swap equal)")
+    cpu: int = Field(1024, ge=2, description="CPU shares per container (a weight)")
+    output: int = Field(30, ge=1, description="KB kept of each of stdout and stderr")
+    timeout: float = Field(30, gt=0, description="seconds before a run is killed")
+    workers: int = Field(default_factory=default_workers, ge=1, description="concurrent runs")
+    port: int = Field(8080, ge=0, le=65535)
+    gvisor: bool = Field(False, description="run containers under gVisor")
+    verbose: bool = False
+
+    # Our additions.
+    host: str = "127.0.0.1"
+    runtime: str = Field("runsc", min_length=1, description="runtime that --gvisor selects")
+    max_count: int = Field(100, ge=1, description="largest count a request may ask for")
+    pids: int = Field(64, ge=8, description="processes and threads per container")
+    disk: int = Field(64, ge=1, description="MB for each of the writable /bg and /tmp")
+    cpus: float = Field(1.0, gt=0, description="hard CPU cap per container, in CPUs")
+    max_body: int = Field(1024, ge=1, description="largest request body, KB")
+    shutdown_grace: float = Field(
+        10, ge=0, description="seconds runs may go on after SIGTERM before they are killed"
+    )
+    engine_timeout: float = Field(
+        10, gt=0, description="seconds an Engine API call may take before the engine counts as down"
+    )
+    docker_host: str | None = Field(
+        None, description="Engine address; default DOCKER_HOST or the local socket"
+    )
+    check_image: str = Field(
+        "bgc/busybox:latest", description="image used at start-up to prove the gVisor runtime works"
+    )
+    state_dir: str = Field(
+        "/run/bg-compiler", description="where live instances keep their lock files"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.output * 1024 > 64 * 1024 * 1024:
+            raise ValueError("output must be at most 65536 KB")
+        return self
+
+    @property
+    def runtime_name(self) -> str | None:
+        """The runtime to ask the engine for; None means the engine's default (runc)."""
+        return self.runtime if self.gvisor else None
+
+    @property
+    def output_bytes(self) -> int:
+        return self.output * 1024
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body * 1024
