@@ -55,7 +55,7 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._busy_workers = 0
-        self._waiting = 0  # runs admitted and not started
+        self._pending = 0  # runs admitted and not started
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -65,7 +65,13 @@ class Scheduler:
 
     @property
     def waiting_runs(self) -> int:
-        return self._waiting
+        """Runs admitted that are not running and will not start the moment a worker looks."""
+        return self._waiting_if(self._pending, len(self._queue))
+
+    def _waiting_if(self, pending: int, queued_jobs: int) -> int:
+        # A free worker starts the first run of a queued job at once: that run never waits.
+        free_workers = max(self._workers - self._busy_workers, 0)
+        return pending - min(queued_jobs, free_workers)
 
     @property
     def busy_workers(self) -> int:
@@ -75,16 +81,14 @@ class Scheduler:
         """Queues the job, or raises Busy/ShuttingDown without queueing anything."""
         if self._closing:
             raise ShuttingDown("the service is shutting down")
-        # A worker that is free right now starts the job's first run at once: it never waits.
-        free_workers = self._workers - self._busy_workers - len(self._queue)
-        would_wait = self._waiting + job.runs - (1 if free_workers > 0 else 0)
+        would_wait = self._waiting_if(self._pending + job.runs, len(self._queue) + 1)
         if would_wait > self._backlog:
             raise Busy(
-                f"the backlog is full: {self._waiting} runs are waiting and this request "
+                f"the backlog is full: {self.waiting_runs} runs are waiting and this request "
                 f"adds {job.runs}; at most {self._backlog} may wait",
                 retry_after=self._retry_after(),
             )
-        self._waiting += job.runs
+        self._pending += job.runs
         self._queue.append(job)  # type: ignore[arg-type]
         self._idle.clear()
         self._wakeup.set()
@@ -100,7 +104,7 @@ class Scheduler:
             return
         with contextlib.suppress(ValueError):
             self._queue.remove(job)  # type: ignore[arg-type]
-        self._waiting -= job.not_started
+        self._pending -= job.not_started
         job.not_started = 0
         job.result.cancel()
         self._update_idle()
@@ -152,7 +156,7 @@ class Scheduler:
             if job.not_started <= 0:
                 raise RuntimeError("a job ran more runs than it declared")
             job.not_started -= 1
-            self._waiting -= 1
+            self._pending -= 1
             started = loop.time()
             result = await self._sandbox.run(spec)
             self._mean_run_s += 0.1 * ((loop.time() - started) - self._mean_run_s)
@@ -172,7 +176,7 @@ class Scheduler:
         else:
             job.result.set_result(value)
         finally:
-            self._waiting -= job.not_started  # runs the work chose not to do never will
+            self._pending -= job.not_started  # runs the work chose not to do never will
             job.not_started = 0
 
     def _update_idle(self) -> None:
@@ -180,5 +184,5 @@ class Scheduler:
             self._idle.set()
 
     def _retry_after(self) -> int:
-        seconds = self._waiting * self._mean_run_s / self._workers
+        seconds = self.waiting_runs * self._mean_run_s / self._workers
         return max(1, min(_RETRY_AFTER_MAX_S, math.ceil(seconds)))

@@ -1,0 +1,58 @@
+"""How files and stdin are packed for the container, and which file names are refused."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from bgcompiler.errors import InvalidRequest
+from bgcompiler.models import SandboxFile
+from bgcompiler.sandbox.payload import STDIN_NAME, bootstrap_command, build_payload, check_file_name
+
+
+def test_payload_holds_each_file_its_parents_and_stdin() -> None:
+    """Files keep their bytes and modes; parent directories come first; stdin is last."""
+    files = [
+        SandboxFile("main.c", b"int main(){}"),
+        SandboxFile("lib/util/x.h", b"\x00\xff binary"),
+        SandboxFile("run", b"#!/bin/sh", executable=True),
+    ]
+    archive = tarfile.open(fileobj=io.BytesIO(build_payload(files, b"in\x00put")))  # noqa: SIM115  (in memory)
+    members = {m.name: m for m in archive.getmembers()}
+    assert list(members) == ["main.c", "lib", "lib/util", "lib/util/x.h", "run", STDIN_NAME]
+    assert members["lib"].isdir()
+    assert members["run"].mode == 0o755
+    assert members["main.c"].mode == 0o644
+
+    def read(name: str) -> bytes:
+        extracted = archive.extractfile(members[name])
+        assert extracted is not None
+        return extracted.read()
+
+    assert read("lib/util/x.h") == b"\x00\xff binary"
+    assert read(STDIN_NAME) == b"in\x00put"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "/etc/passwd", "../x", "a/../../b", "a//b", "./a", "dir/", "a\0b", "x" * 300, STDIN_NAME],
+)
+def test_unsafe_or_reserved_names_are_refused(name: str) -> None:
+    """Absolute, parent-escaping, empty, NUL, over-long and reserved names raise InvalidRequest."""
+    with pytest.raises(InvalidRequest):
+        check_file_name(name)
+
+
+@pytest.mark.parametrize("name", ["main.py", "src/main.rs", ".hidden", "a-b_c.d", "é.txt"])
+def test_ordinary_names_are_accepted(name: str) -> None:
+    """Relative names, subdirectories, dotfiles and non-ASCII names are fine."""
+    check_file_name(name)
+
+
+def test_the_user_command_is_an_argument_not_part_of_the_script() -> None:
+    """The command reaches the bootstrap as $1, so no quoting of it is ever needed."""
+    command = bootstrap_command("python3 'main.py' \"$HOME\"")
+    assert command[:2] == ["/bin/sh", "-c"]
+    assert command[-1] == "python3 'main.py' \"$HOME\""

@@ -1,0 +1,158 @@
+"""The scheduler: admission control, sequential runs per job, cancellation, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bgcompiler.errors import Busy, ShuttingDown
+from bgcompiler.models import RunResult
+from bgcompiler.sandbox.fake import FakeSandbox
+from bgcompiler.scheduler import Job, RunOnce, Scheduler
+from tests.unit.conftest import spec
+
+
+def repeat(command: str, count: int) -> Job[list[RunResult]]:
+    async def work(run: RunOnce) -> list[RunResult]:
+        return [await run(spec(command)) for _ in range(count)]
+
+    return Job(count, work)
+
+
+async def test_runs_of_one_job_execute_one_after_another(fake: FakeSandbox) -> None:
+    """A job's runs never overlap, even with idle workers available."""
+    scheduler = Scheduler(fake, workers=4, backlog=100)
+    scheduler.start()
+    job = scheduler.submit(repeat("sleep 0.01; echo x", 5))
+    results = await job.result
+    assert [r.stdout for r in results] == [b"x\n"] * 5
+    assert fake.max_running == 1
+    await scheduler.shutdown(1)
+
+
+async def test_workers_bound_concurrency(fake: FakeSandbox) -> None:
+    """At most `workers` runs execute at once, however many jobs wait."""
+    scheduler = Scheduler(fake, workers=2, backlog=100)
+    scheduler.start()
+    jobs = [scheduler.submit(repeat("sleep 0.02", 1)) for _ in range(6)]
+    await asyncio.gather(*(job.result for job in jobs))
+    assert fake.max_running == 2
+    assert len(fake.started) == 6
+    await scheduler.shutdown(1)
+
+
+async def test_a_job_that_does_not_fit_is_rejected_whole_and_at_once(fake: FakeSandbox) -> None:
+    """Busy is raised synchronously; none of the rejected job's runs ever start."""
+    scheduler = Scheduler(fake, workers=1, backlog=3)
+    scheduler.start()
+    first = scheduler.submit(repeat("sleep 0.05", 1))  # starts at once, waits for nothing
+    second = scheduler.submit(repeat("sleep 0.01", 3))  # 3 runs wait
+    with pytest.raises(Busy) as raised:
+        scheduler.submit(repeat("echo rejected", 1))
+    assert raised.value.retry_after >= 1
+    assert scheduler.waiting_runs == 3  # first's run starts at once: only second's wait
+    await asyncio.gather(first.result, second.result)
+    assert all(s.command != "echo rejected" for s in fake.started)
+    assert scheduler.waiting_runs == 0
+    await scheduler.shutdown(1)
+
+
+async def test_backlog_zero_still_runs_on_an_idle_worker(fake: FakeSandbox) -> None:
+    """With --backlog 0 a single run is admitted when a worker is free (nothing waits)."""
+    scheduler = Scheduler(fake, workers=1, backlog=0)
+    scheduler.start()
+    job = scheduler.submit(repeat("echo ok", 1))
+    with pytest.raises(Busy):
+        scheduler.submit(repeat("echo ok", 1))
+    assert (await job.result)[0].stdout == b"ok\n"
+    await scheduler.shutdown(1)
+
+
+async def test_cancelling_a_queued_job_drops_its_runs(fake: FakeSandbox) -> None:
+    """A job cancelled while queued frees its backlog space and never runs."""
+    scheduler = Scheduler(fake, workers=1, backlog=10)
+    scheduler.start()
+    blocker = scheduler.submit(repeat("sleep 0.1", 1))
+    queued = scheduler.submit(repeat("echo dropped", 4))
+    await asyncio.sleep(0.01)
+    assert scheduler.waiting_runs == 4
+    scheduler.cancel(queued)
+    assert scheduler.waiting_runs == 0
+    assert queued.result.cancelled()
+    await blocker.result
+    await asyncio.sleep(0.05)
+    assert all(s.command != "echo dropped" for s in fake.started)
+    await scheduler.shutdown(1)
+
+
+async def test_cancelling_a_running_job_cancels_its_run(fake: FakeSandbox) -> None:
+    """The running run is cancelled (the sandbox kills its container); later runs never start."""
+    scheduler = Scheduler(fake, workers=1, backlog=10)
+    scheduler.start()
+    job = scheduler.submit(repeat("sleep 5", 3))
+    await asyncio.sleep(0.05)
+    scheduler.cancel(job)
+    await asyncio.sleep(0.05)
+    assert fake.cancelled == 1
+    assert len(fake.started) == 1
+    assert scheduler.waiting_runs == 0
+    # the worker survives and serves the next job
+    assert (await scheduler.submit(repeat("echo next", 1)).result)[0].stdout == b"next\n"
+    await scheduler.shutdown(1)
+
+
+async def test_shutdown_lets_runs_finish_within_the_grace(fake: FakeSandbox) -> None:
+    """Runs that end before the deadline complete normally; new jobs are refused."""
+    scheduler = Scheduler(fake, workers=1, backlog=10)
+    scheduler.start()
+    job = scheduler.submit(repeat("sleep 0.05; echo done", 2))
+    stopping = asyncio.create_task(scheduler.shutdown(5))
+    await asyncio.sleep(0)
+    with pytest.raises(ShuttingDown):
+        scheduler.submit(repeat("echo late", 1))
+    await stopping
+    assert [r.stdout for r in job.result.result()] == [b"done\n"] * 2
+
+
+async def test_shutdown_cancels_runs_past_the_grace(fake: FakeSandbox) -> None:
+    """After the deadline, running runs are cancelled and their job fails with ShuttingDown."""
+    scheduler = Scheduler(fake, workers=1, backlog=10)
+    scheduler.start()
+    job = scheduler.submit(repeat("sleep 10", 1))
+    queued = scheduler.submit(repeat("echo never", 1))
+    await asyncio.sleep(0.02)
+    await asyncio.wait_for(scheduler.shutdown(0.1), timeout=2)
+    assert fake.cancelled == 1
+    with pytest.raises(ShuttingDown):
+        job.result.result()
+    assert queued.result.cancelled()
+
+
+async def test_work_that_skips_runs_releases_their_backlog_space(fake: FakeSandbox) -> None:
+    """A job may do fewer runs than it declared (a failed compile): the rest stop counting."""
+    scheduler = Scheduler(fake, workers=1, backlog=5)
+    scheduler.start()
+
+    async def work(run: RunOnce) -> int:
+        await run(spec("echo only one"))
+        return 1
+
+    assert await scheduler.submit(Job(5, work)).result == 1
+    assert scheduler.waiting_runs == 0
+    await scheduler.shutdown(1)
+
+
+async def test_a_failing_job_does_not_kill_its_worker(fake: FakeSandbox) -> None:
+    """An exception in a job's work reaches its submitter; the worker goes on."""
+    scheduler = Scheduler(fake, workers=1, backlog=5)
+    scheduler.start()
+
+    async def broken(run: RunOnce) -> None:
+        raise ValueError("bug")
+
+    job = scheduler.submit(Job(1, broken))
+    with pytest.raises(ValueError, match="bug"):
+        await job.result
+    assert (await scheduler.submit(repeat("echo alive", 1)).result)[0].stdout == b"alive\n"
+    await scheduler.shutdown(1)
