@@ -17,7 +17,7 @@ from bgcompiler.sandbox.docker import DockerSandbox
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.ownership import InstanceLease
 from bgcompiler.scheduler import Scheduler
-from bgcompiler.services import Services
+from bgcompiler.services import Services, limits_from
 from bgcompiler.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -37,6 +37,7 @@ def docker_sandbox(settings: Settings) -> DockerSandbox:
         InstanceLease(settings.state_dir),
         check_runtime=settings.runtime_name,
         check_image=settings.check_image,
+        check_limits=limits_from(settings),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 from typing import Any
 
@@ -80,6 +81,10 @@ def start(**options: Any) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with
+    # these handlers in place that re-raise is a no-op and a clean stop exits 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: None)
     server.run()
     if not server.started:
         sys.exit(EXIT_STARTUP_FAILED)

@@ -54,3 +54,13 @@ def test_runtime_is_set_only_when_asked() -> None:
     """runc is the engine's default; --gvisor asks for runsc explicitly."""
     assert "Runtime" not in config()["HostConfig"]
     assert config("runsc")["HostConfig"]["Runtime"] == "runsc"
+
+
+def test_processes_are_bounded_by_the_mechanism_each_runtime_counts_right() -> None:
+    """runc: the pids cgroup, no nproc (host-wide per uid). runsc: nproc, cgroup as backstop."""
+    runc = config()["HostConfig"]
+    assert runc["PidsLimit"] == 32
+    assert "nproc" not in {u["Name"] for u in runc["Ulimits"]}
+    runsc = config("runsc")["HostConfig"]
+    assert {u["Name"]: u["Hard"] for u in runsc["Ulimits"]}["nproc"] == 32
+    assert runsc["PidsLimit"] > 32 * 9  # room for gVisor's own host threads

@@ -57,11 +57,23 @@ class DockerSandbox:
         *,
         check_runtime: str | None = None,
         check_image: str = "bgc/busybox:latest",
+        check_limits: Limits | None = None,
     ) -> None:
         self._engine = engine
         self._lease = lease
         self._check_runtime = check_runtime
         self._check_image = check_image
+        # The runtime is proven with the limits real runs get: under gVisor the pids limit
+        # also bounds the sandbox's own threads, so a too-small --pids fails here, at start-up.
+        self._check_limits = check_limits or Limits(
+            timeout_s=30,
+            memory_mb=128,
+            cpu_shares=1024,
+            cpus=1,
+            output_bytes=4096,
+            pids=64,
+            disk_mb=4,
+        )
         self._removals: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -113,21 +125,12 @@ class DockerSandbox:
                 f"the engine has no runtime {runtime!r}; register it in /etc/docker/daemon.json "
                 "(`make setup` does) and reload dockerd"
             )
-        limits = Limits(
-            timeout_s=30,
-            memory_mb=128,
-            cpu_shares=1024,
-            cpus=1,
-            output_bytes=4096,
-            pids=16,
-            disk_mb=4,
-        )
         spec = RunSpec(
             image=self._check_image,
             command="echo ok",
             files=(),
             stdin=b"",
-            limits=limits,
+            limits=self._check_limits,
             runtime=runtime,
         )
         await self.check_image(self._check_image)

@@ -11,6 +11,14 @@ SANDBOX_UID = 65534  # nobody/nogroup; numeric because minimal images have no /e
 NOFILE = 1024
 SHM_BYTES = 16 * 1024 * 1024
 INODES_PER_MB = 256
+# Under gVisor (ptrace platform) the container's pids cgroup counts the sandbox's own host
+# threads: ~38 when idle and ~9 more per sandboxed process, measured here. A cgroup limit of
+# --pids would kill the whole sandbox (output lost) long before the program's 4th process.
+# So under gVisor the program's processes are bounded by RLIMIT_NPROC, which the gVisor
+# kernel enforces per sandbox (fork fails with EAGAIN, as under runc's pids cgroup), and the
+# cgroup only bounds host threads, as a backstop sized for that overhead.
+RUNSC_HOST_THREADS_BASE = 64
+RUNSC_HOST_THREADS_PER_PROCESS = 12
 # The environment is the image's own plus these; nothing from the host or the request.
 SANDBOX_ENV = ("HOME=/tmp", "TMPDIR=/tmp")
 
@@ -27,22 +35,29 @@ def container_config(spec: RunSpec, labels: dict[str, str]) -> dict[str, Any]:
     limits = spec.limits
     memory = limits.memory_mb * 1024 * 1024
     disk_bytes = limits.disk_mb * 1024 * 1024
+    ulimits = [
+        {"Name": "nofile", "Soft": NOFILE, "Hard": NOFILE},
+        {"Name": "fsize", "Soft": disk_bytes, "Hard": disk_bytes},
+        {"Name": "core", "Soft": 0, "Hard": 0},
+    ]
+    pids_cgroup = limits.pids
+    if spec.runtime:  # gVisor: see RUNSC_HOST_THREADS_BASE
+        # Under runc, RLIMIT_NPROC would count this uid's processes across the whole host,
+        # so it is only set where the gVisor kernel counts per sandbox.
+        ulimits.append({"Name": "nproc", "Soft": limits.pids, "Hard": limits.pids})
+        pids_cgroup = RUNSC_HOST_THREADS_BASE + RUNSC_HOST_THREADS_PER_PROCESS * limits.pids
     host_config: dict[str, Any] = {
         "NetworkMode": "none",
         "Memory": memory,
         "MemorySwap": memory,  # equal to Memory: no swap at all
         "CpuShares": limits.cpu_shares,
         "NanoCpus": int(limits.cpus * 1e9),
-        "PidsLimit": limits.pids,
+        "PidsLimit": pids_cgroup,
         "ReadonlyRootfs": True,
         "Tmpfs": {WORKDIR: _tmpfs_options(limits.disk_mb), "/tmp": _tmpfs_options(limits.disk_mb)},
         "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges:true"],
-        "Ulimits": [
-            {"Name": "nofile", "Soft": NOFILE, "Hard": NOFILE},
-            {"Name": "fsize", "Soft": disk_bytes, "Hard": disk_bytes},
-            {"Name": "core", "Soft": 0, "Hard": 0},
-        ],
+        "Ulimits": ulimits,
         "Init": True,
         "LogConfig": {"Type": "none", "Config": {}},
         "IpcMode": "private",

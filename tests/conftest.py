@@ -1,0 +1,149 @@
+"""Shared fixtures: real service processes on loopback, and the no-leftover check."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+SERVICE_LABEL = "io.bg-compiler.service=bg-compiler"
+BUSYBOX = "bgc/busybox:latest"
+PYTHON = "bgc/python:3"
+
+
+def our_containers() -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={SERVICE_LABEL}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A `bg-compiler start` process on loopback, with its log file."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    state_dir: Path
+    log_path: Path
+    runtime: str
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.url, timeout=120)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def compile(self, **body: Any) -> httpx.Response:
+        return self.client.post("/compile", json=body)
+
+    def run(
+        self, script: str, *, image: str = BUSYBOX, cmd: str = "sh", **body: Any
+    ) -> dict[str, Any]:
+        """Posts one run and returns its result object (asserting the request itself succeeded)."""
+        response = self.compile(script=script, image=image, cmd=cmd, count=1, **body)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()[0]
+        return result
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def launch(
+    tmp: Path,
+    *args: str,
+    runtime: str = "runc",
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> Server:
+    """Starts the service with the given flags; waits until GET / answers 200."""
+    port = free_port()
+    state_dir = tmp / "state"
+    log_path = tmp / f"service-{port}.log"
+    runtime_args = ["--gvisor"] if runtime == "runsc" else []
+    command = [
+        sys.executable,
+        "-m",
+        "bgcompiler",
+        "start",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+        *runtime_args,
+        *args,
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    server = Server(process, port, state_dir, log_path, runtime)
+    if wait:
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"service exited early:\n{server.log()}")
+            try:
+                return httpx.get(f"{server.url}/", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(ready, timeout=60), server.log()
+    return server
+
+
+def docker_inspect(container: str) -> dict[str, Any]:
+    out = subprocess.run(
+        ["docker", "inspect", container], capture_output=True, text=True, check=True
+    ).stdout
+    found: dict[str, Any] = json.loads(out)[0]
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_container_left_behind() -> Iterator[None]:
+    """After the whole suite, no container of ours remains on the engine."""
+    yield
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        return
+    left = our_containers()
+    if left and not wait_until(lambda: not our_containers(), timeout=15):
+        pytest.fail(f"containers left behind: {our_containers()}")

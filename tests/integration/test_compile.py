@@ -1,0 +1,229 @@
+"""POST /compile on a real engine, with runc and with runsc: the seed's behaviour, fixed."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.conftest import PYTHON, SERVICE_LABEL, Server, docker_inspect, our_containers, wait_until
+
+pytestmark = pytest.mark.integration
+
+CAP = 30 * 1024  # --output 30 in TEST_FLAGS
+
+
+def test_seed_hello_world_with_the_local_python_image(server: Server) -> None:
+    """The seed's README example, with our local image instead of a pulled one."""
+    response = server.compile(
+        script="print('hello, world!')", image=PYTHON, count=1, cmd="python3", extension="py"
+    )
+    assert response.status_code == 200
+    [result] = response.json()
+    assert result["stdout"] == "hello, world!\n"
+    assert result["stderr"] == ""
+    assert result["timed_out"] is False
+    assert result["status"] == "ok"
+    assert result["exit_code"] == 0
+    assert isinstance(result["duration_ms"], int)
+
+
+def test_count_gives_that_many_results_one_after_another(server: Server) -> None:
+    """Seed bug: runs of one request overlapped. Ours run in order and never overlap."""
+    script = "import time\nprint(time.time_ns())\ntime.sleep(0.2)\nprint(time.time_ns())\n"
+    response = server.compile(script=script, image=PYTHON, count=3, cmd="python3", extension="py")
+    assert response.status_code == 200
+    spans = [tuple(map(int, r["stdout"].split())) for r in response.json()]
+    assert len(spans) == 3
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start > end, "a run started before the previous one ended"
+
+
+def test_the_script_command_and_files_are_placed_as_in_the_seed(server: Server) -> None:
+    """Script at /bg/main.<ext>, input at /bg/input.txt, cwd /bg, `/bin/sh -c "<cmd> main.<ext>"`."""
+    result = server.run(
+        'pwd; echo "args: $0"; cat input.txt; ls', cmd="sh", extension="sh", input="the input"
+    )
+    assert result["stdout"] == "/bg\nargs: main.sh\nthe inputinput.txt\nmain.sh\n"
+
+
+def test_stdin_is_delivered_and_closed(server: Server) -> None:
+    """Seed bug: stdin was never closed, so `cat` hung. Now it ends, with the seed's newline."""
+    result = server.run("cat; echo end", stdIn="line one\nline two")
+    assert result["status"] == "ok"
+    assert result["stdout"] == "line one\nline two\nend\n"
+    assert result["duration_ms"] < 2000
+
+
+def test_no_stdin_reads_as_empty(server: Server) -> None:
+    """Without stdIn a program reading standard input sees its end at once."""
+    result = server.run("wc -c")
+    assert result["stdout"].strip() == "0"
+
+
+def test_exit_code_and_stderr_are_reported(server: Server) -> None:
+    """Seed gap: no exit code. A failing program reports its code and runtime_error."""
+    result = server.run("echo out; echo err >&2; exit 7")
+    assert (result["stdout"], result["stderr"]) == ("out\n", "err\n")
+    assert result["exit_code"] == 7
+    assert result["status"] == "runtime_error"
+    assert result["timed_out"] is False
+
+
+def test_timeout_kills_and_keeps_earlier_output(server: Server) -> None:
+    """At --timeout the run is killed; output printed before is kept; duration is the limit."""
+    result = server.run("echo before; sleep 60")
+    assert result["timed_out"] is True
+    assert result["status"] == "timeout"
+    assert result["stdout"] == "before\n"
+    assert 3000 <= result["duration_ms"] <= 4500
+
+
+@pytest.mark.parametrize(
+    ("script", "stream"),
+    [
+        ("yes", "stdout"),
+        ("yes >&2", "stderr"),
+        ("head -c 200000 /dev/zero | tr '\\0' a", "stdout"),  # one huge line, no newline
+        ("head -c 200000 /dev/zero | tr '\\0' a >&2", "stderr"),
+    ],
+)
+def test_output_cap_cuts_exactly_and_kills_at_once(
+    server: Server, script: str, stream: str
+) -> None:
+    """Seed bug: hitting the cap was reported as a timeout. Now: exact cut, output_limit, fast."""
+    result = server.run(script + "; sleep 60")
+    assert len(result[stream].encode()) == CAP
+    assert result["output_truncated"] is True
+    assert result["timed_out"] is False
+    assert result["status"] == "output_limit"
+    assert result["duration_ms"] < 2500  # killed at once, long before the 3 s timeout
+
+
+def test_output_exactly_at_the_cap_is_not_truncated(server: Server) -> None:
+    """Exactly --output KB is allowed; only passing it counts."""
+    result = server.run(f"head -c {CAP} /dev/zero | tr '\\0' b")
+    assert len(result["stdout"]) == CAP
+    assert result["output_truncated"] is False
+    assert result["status"] == "ok"
+
+
+def test_memory_kill_is_reported(server: Server) -> None:
+    """A program over --memory (128 MB here, no swap) ends with oom_killed and memory_limit."""
+    script = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))\n"
+    result = server.run(script, image=PYTHON, cmd="python3", extension="py")
+    assert result["status"] in ("memory_limit", "runtime_error")
+    if result["status"] == "memory_limit":
+        assert result["oom_killed"] is True
+    else:  # Python may raise MemoryError first and exit 1: also never ok
+        assert "MemoryError" in result["stderr"]
+
+
+def test_no_network_interfaces_but_loopback(server: Server) -> None:
+    """Networking is disabled: only `lo` exists and there is no route anywhere."""
+    result = server.run("cat /proc/net/dev; echo ROUTES; cat /proc/net/route 2>/dev/null")
+    devices = [
+        line.split(":")[0].strip()
+        for line in result["stdout"].split("ROUTES")[0].splitlines()
+        if ":" in line
+    ]
+    assert devices in (["lo"], [])
+    routes = result["stdout"].split("ROUTES")[1].strip().splitlines()
+    assert routes[1:] == []  # the header line at most
+
+
+def test_the_hosts_loopback_services_are_unreachable(server: Server) -> None:
+    """The service listens on the host's 127.0.0.1; a run cannot connect to it."""
+    result = server.run(
+        f"nc -w 2 127.0.0.1 {server.port} </dev/null && echo CONNECTED || echo refused"
+    )
+    assert "CONNECTED" not in result["stdout"]
+
+
+def test_runs_are_unprivileged_and_read_only(server: Server) -> None:
+    """Seed bug: root with default capabilities and a writable root. Now: uid 65534, no caps."""
+    result = server.run(
+        "id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
+        "touch /rootfile 2>/dev/null && echo ROOT-WRITABLE; touch /bg/ok && echo bg-writable"
+    )
+    lines = result["stdout"].split("\n")
+    assert lines[0] == "65534"
+    assert "CapEff:\t0000000000000000" in result["stdout"]
+    assert "ROOT-WRITABLE" not in result["stdout"]
+    assert "bg-writable" in result["stdout"]
+
+
+def test_containers_carry_our_labels_and_are_removed_after(server: Server) -> None:
+    """While running, the container is labelled as ours and this instance's; after, it is gone."""
+    seen: list[str] = []
+
+    def watch() -> None:
+        def found() -> bool:
+            seen.extend(our_containers())
+            return bool(seen)
+
+        wait_until(found, timeout=10, interval=0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    server.run("sleep 1.5")
+    watcher.join()
+    assert seen, "no running container was seen"
+    labels = docker_inspect(seen[0])["Config"]["Labels"] if seen[0] in our_containers() else None
+    if labels is not None:  # it may already be gone; then only check its removal
+        assert labels["io.bg-compiler.service"] == "bg-compiler"
+        assert labels["io.bg-compiler.instance"].isalnum()
+    assert wait_until(lambda: seen[0] not in our_containers(), timeout=5)
+
+
+@pytest.mark.parametrize("count", [0, -1, 10**9, 21])
+def test_count_out_of_range_creates_nothing(server: Server, count: int) -> None:
+    """Seed bug: count 0 gave [], count 10^9 created containers without end. Now: 422, none made."""
+    before = set(our_containers())
+    response = server.compile(script="echo", image="bgc/busybox:latest", cmd="sh", count=count)
+    assert response.status_code == 422
+    assert response.json()["field"] == "count"
+    assert set(our_containers()) <= before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"null", b'{"script": 1, "image": "bgc/busybox", "cmd": "sh"}', b"{}"],
+)
+def test_bad_bodies_get_a_json_4xx_not_a_500(server: Server, content: bytes) -> None:
+    """Seed bug: 500 with an empty body (or no answer for null). Now: 4xx with a JSON reason."""
+    response = server.client.post(
+        "/compile", content=content, headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500
+    assert response.json()["message"]
+
+
+def test_an_absent_image_is_named_and_never_pulled(server: Server) -> None:
+    """Seed bug: a missing image gave 500. Now: 422 naming it; nothing is pulled."""
+    response = server.compile(script="x", image="busybox:never-pulled", cmd="sh", count=1)
+    assert response.status_code == 422
+    assert "busybox:never-pulled" in response.json()["message"]
+    images = subprocess.run(
+        ["docker", "images", "-q", "busybox:never-pulled"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert images.stdout.strip() == ""
+
+
+def test_two_runs_do_not_share_files(server: Server) -> None:
+    """Each run has its own /bg and /tmp: a file left by one is not seen by the next."""
+    server.run("echo secret > /tmp/left; echo secret > /bg/left")
+    result = server.run("cat /tmp/left /bg/left 2>&1; ls -a /tmp /bg")
+    assert "secret" not in result["stdout"]
+
+
+def test_service_stays_healthy(server: Server) -> None:
+    """After everything above, GET / still answers 200 and no container of ours is running."""
+    assert server.client.get("/").status_code == 200
+    assert wait_until(lambda: not our_containers(), timeout=5), SERVICE_LABEL
+    time.sleep(0)
