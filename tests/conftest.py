@@ -81,10 +81,11 @@ class Server:
         return result
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        self.client.close()
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout=timeout)
+        code = self.process.wait(timeout=timeout)
+        self.client.close()
+        return code
 
 
 def launch(

@@ -86,11 +86,18 @@ class DockerSandbox:
             if self._check_runtime:
                 await self._prove_runtime(self._check_runtime)
         except EngineUnavailable as exc:
-            self._lease.release()
+            await self._abandon()
             raise StartupError(f"{exc.message}; is dockerd running?") from exc
-        except BgcError:
-            self._lease.release()
+        except StartupError:
+            await self._abandon()
             raise
+        except BgcError as exc:
+            await self._abandon()
+            raise StartupError(f"the engine refused a start-up check: {exc.message}") from exc
+
+    async def _abandon(self) -> None:
+        await self._engine.close()
+        self._lease.release()
 
     async def close(self) -> None:
         """Waits for pending removals, then removes anything of this instance still there."""

@@ -22,6 +22,8 @@ from bgcompiler.sandbox.attach import AttachedStream
 
 T = TypeVar("T")
 DEFAULT_SOCKET = "/var/run/docker.sock"
+# aiodocker reports a failed connection as a DockerError with this pseudo-status.
+_AIODOCKER_CONNECT_FAILED = 900
 
 
 def socket_path(docker_host: str | None) -> str:
@@ -58,6 +60,8 @@ class Engine:
             async with asyncio.timeout(self._timeout):
                 yield
         except aiodocker.DockerError as exc:
+            if exc.status == _AIODOCKER_CONNECT_FAILED:
+                raise EngineUnavailable(f"the Docker engine is not reachable ({what})") from exc
             raise EngineError(f"{what}: {exc.message}", exc.status) from exc
         except TimeoutError as exc:
             raise EngineUnavailable(

@@ -1,0 +1,102 @@
+"""A unix-socket proxy in front of the Docker engine that a test can cut, or freeze.
+
+It lets tests make the engine unreachable (or unresponsive) for one service instance
+without touching the daemon every other test and service on this machine depends on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from pathlib import Path
+
+ENGINE_SOCKET = "/var/run/docker.sock"
+
+
+class EngineProxy:
+    """Forwards connections to the engine; `cut()` refuses them, `freeze()` never answers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.mode = "forward"
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
+        listener.listen(128)
+        self._listener = listener
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        """Closes every connection and refuses new ones, as a stopped engine would."""
+        self.mode = "cut"
+        self._drop_all()
+
+    def freeze(self) -> None:
+        """Accepts connections and reads requests but never answers, as a SIGSTOPped engine."""
+        self.mode = "freeze"
+        self._drop_all()
+
+    def restore(self) -> None:
+        self.mode = "forward"
+
+    def stop(self) -> None:
+        self.cut()
+        if self._listener is not None:
+            self._listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def _drop_all(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._connections.clear()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.mode == "cut":
+                client.close()
+                continue
+            with self._lock:
+                self._connections.append(client)
+            if self.mode == "freeze":
+                continue  # held open, never answered
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(ENGINE_SOCKET)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections.append(upstream)
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+            target.shutdown(socket.SHUT_WR)  # pass half-closes through (stdin EOF)
+        except OSError:
+            with contextlib.suppress(OSError):
+                target.shutdown(socket.SHUT_RDWR)
