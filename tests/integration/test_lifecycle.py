@@ -236,7 +236,8 @@ def test_the_cli_is_the_seeds(tmp_path: Path) -> None:
         text=True,
         check=True,
     ).stdout
-    assert "--backlog" in out and "--gvisor" in out
+    assert "--backlog" in out
+    assert "--gvisor" in out
 
 
 def _ignore_errors(call: object) -> None:
