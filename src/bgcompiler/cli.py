@@ -58,7 +58,7 @@ def main() -> None:
 @click.option("--cpus", type=float, help="Hard CPU cap per container, in CPUs. [1.0]")
 @click.option("--max-body", type=int, help="Largest request body, KB. [1024]")
 @click.option("--shutdown-grace", type=float, help="Seconds runs may go on after SIGTERM. [10]")
-@click.option("--engine-timeout", type=float, help="Seconds an Engine API call may take. [10]")
+@click.option("--engine-timeout", type=float, help="Seconds a quick Engine API call may take. [2]")
 @click.option("--docker-host", help="Engine address (unix://...). [DOCKER_HOST or local socket]")
 @click.option("--check-image", help="Image that proves --gvisor works at start-up.")
 @click.option("--state-dir", help="Directory of live instances' lock files. [/run/bg-compiler]")

@@ -41,7 +41,10 @@ class Settings(BaseSettings):
         10, ge=0, description="seconds runs may go on after SIGTERM before they are killed"
     )
     engine_timeout: float = Field(
-        10, gt=0, description="seconds an Engine API call may take before the engine counts as down"
+        2,
+        gt=0,
+        description="seconds a quick Engine API call (ping, inspect) may take before the engine "
+        "counts as down; calls that do work (create, start, remove) get ten times as long",
     )
     docker_host: str | None = Field(
         None, description="Engine address; default DOCKER_HOST or the local socket"

@@ -14,6 +14,7 @@ from bgcompiler.models import Limits, RunResult, RunSpec, classify
 from bgcompiler.sandbox.attach import STDERR, STDOUT, AttachedStream
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
+from bgcompiler.sandbox.monitor import EngineMonitor
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
 from bgcompiler.sandbox.payload import build_payload
 
@@ -75,6 +76,7 @@ class DockerSandbox:
             disk_mb=4,
         )
         self._removals: set[asyncio.Task[None]] = set()
+        self._monitor = EngineMonitor(engine, lease.labels)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -82,6 +84,7 @@ class DockerSandbox:
         self._lease.acquire()
         try:
             await self._engine.negotiate()
+            await self._monitor.start()
             await self.remove_orphans()
             if self._check_runtime:
                 await self._prove_runtime(self._check_runtime)
@@ -96,6 +99,7 @@ class DockerSandbox:
             raise StartupError(f"the engine refused a start-up check: {exc.message}") from exc
 
     async def _abandon(self) -> None:
+        await self._monitor.stop()
         await self._engine.close()
         self._lease.release()
 
@@ -106,6 +110,7 @@ class DockerSandbox:
         with contextlib.suppress(BgcError):
             for container in await self._engine.list_containers(self._lease.labels):
                 await self._engine.remove(container["Id"])
+        await self._monitor.stop()
         await self._engine.close()
         self._lease.release()
 
@@ -159,9 +164,18 @@ class DockerSandbox:
 
     async def run(self, spec: RunSpec) -> RunResult:
         container_id: str | None = None
+        generation = self._monitor.generation
         try:
             container_id = await self._engine.create(container_config(spec, self._lease.labels))
-            return await self._execute(container_id, spec)
+            result = await self._execute(container_id, spec)
+            if self._monitor.interrupted_since(generation):
+                # The engine went away meanwhile: the end we saw may be its doing.
+                return RunResult.internal(
+                    "the Docker engine went away while the run was in flight",
+                    stdout=result.stdout,
+                    stderr=result.stderr,
+                )
+            return result
         except BgcError as exc:
             log.warning("run failed", error=exc.message, container=container_id)
             return RunResult.internal(exc.message)

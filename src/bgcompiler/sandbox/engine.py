@@ -3,6 +3,12 @@
 Every call has a deadline (a hung engine must not hang a worker), and every foreign
 error (aiodocker, aiohttp, OSError, timeouts) is translated here:
 no answer -> EngineUnavailable, an error status -> EngineError(status).
+
+Two deadlines: `quick_timeout` for calls the engine answers from memory (ping, inspect,
+list, kill), so a hung engine is noticed within seconds; a longer one for calls that do
+real work (create, start, remove), which take seconds under load, especially under gVisor.
+Read-only calls are retried once on a broken connection: after an engine restart, pooled
+connections are stale and the first call on each fails although the engine is back.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -24,6 +30,8 @@ T = TypeVar("T")
 DEFAULT_SOCKET = "/var/run/docker.sock"
 # aiodocker reports a failed connection as a DockerError with this pseudo-status.
 _AIODOCKER_CONNECT_FAILED = 900
+# Work calls get this many times the quick deadline.
+WORK_CALL_FACTOR = 10
 
 
 def socket_path(docker_host: str | None) -> str:
@@ -34,12 +42,17 @@ def socket_path(docker_host: str | None) -> str:
     return host.removeprefix("unix://")
 
 
+def _label_filter(labels: dict[str, str]) -> str:
+    return json.dumps({"label": [f"{key}={value}" for key, value in labels.items()]})
+
+
 class Engine:
     """A thin, typed, deadline-bound wrapper over the Engine API calls a run needs."""
 
-    def __init__(self, docker_host: str | None, call_timeout: float) -> None:
+    def __init__(self, docker_host: str | None, quick_timeout: float) -> None:
         self._socket = socket_path(docker_host)
-        self._timeout = call_timeout
+        self._quick = quick_timeout
+        self._work = quick_timeout * WORK_CALL_FACTOR
         self._docker: aiodocker.Docker | None = None
         self._api_version = "v1.41"
 
@@ -55,9 +68,9 @@ class Engine:
             self._docker = None
 
     @asynccontextmanager
-    async def _translated(self, what: str) -> AsyncIterator[None]:
+    async def _translated(self, what: str, deadline_s: float | None) -> AsyncIterator[None]:
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(deadline_s):
                 yield
         except aiodocker.DockerError as exc:
             if exc.status == _AIODOCKER_CONNECT_FAILED:
@@ -65,33 +78,47 @@ class Engine:
             raise EngineError(f"{what}: {exc.message}", exc.status) from exc
         except TimeoutError as exc:
             raise EngineUnavailable(
-                f"the Docker engine did not answer {what} within {self._timeout:g} s"
+                f"the Docker engine did not answer {what} within {deadline_s:g} s"
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineUnavailable(f"the Docker engine is not reachable ({what})") from exc
 
-    async def _call(self, what: str, call: Awaitable[T]) -> T:
-        async with self._translated(what):
-            return await call
-        raise AssertionError("unreachable")  # pragma: no cover  (mypy: the block may swallow)
+    async def _call(
+        self, what: str, call: Callable[[], Awaitable[T]], *, work: bool = False, read: bool = False
+    ) -> T:
+        attempts = 2 if read else 1
+        for attempt in range(attempts):
+            try:
+                async with self._translated(what, self._work if work else self._quick):
+                    return await call()
+            except EngineUnavailable as exc:
+                stale = isinstance(
+                    exc.__cause__, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
+                )
+                if attempt + 1 == attempts or not stale:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- the engine as a whole --------------------------------------------------------------
 
     async def negotiate(self) -> dict[str, Any]:
         """Checks the engine answers and learns the API version to speak (never pinned)."""
-        version: dict[str, Any] = await self._call("version", self._client.version())
+        version: dict[str, Any] = await self._call("version", self._client.version, read=True)
         self._api_version = "v" + str(version["ApiVersion"])
         return version
 
     async def ping(self) -> None:
-        await self._call("ping", self._client._query_json("_ping", versioned_api=False))
+        await self._call(
+            "ping", lambda: self._client._query_json("_ping", versioned_api=False), read=True
+        )
 
     async def info(self) -> dict[str, Any]:
-        info = await self._call("info", self._client.system.info())
-        return dict(info)
+        return dict(await self._call("info", self._client.system.info, read=True))
 
     async def image_exists(self, image: str) -> dict[str, Any]:
         try:
             found: dict[str, Any] = await self._call(
-                "image inspect", self._client.images.inspect(image)
+                "image inspect", lambda: self._client.images.inspect(image), read=True
             )
         except EngineError as exc:
             if exc.status == 404:
@@ -99,9 +126,33 @@ class Engine:
             raise
         return found
 
+    async def follow_events(self, labels: dict[str, str], on_open: Callable[[], None]) -> None:
+        """Holds the engine's event stream for our containers open until it ends.
+
+        Calls `on_open` once the engine has accepted the stream. Returns or raises
+        EngineUnavailable when the stream ends, which means the engine went away.
+        """
+        params = {"filters": _label_filter(labels)}
+        no_read_deadline = aiohttp.ClientTimeout(total=None, sock_read=None, connect=self._quick)
+        async with self._translated("events", self._quick):
+            response = await self._client._do_query(
+                "events", method="GET", params=params, timeout=no_read_deadline
+            )
+        try:
+            on_open()
+            async with self._translated("events", None):
+                while await response.content.readany():
+                    pass  # what happened does not matter here; that the stream ends does
+        finally:
+            response.close()
+
+    # --- one container ------------------------------------------------------------------
+
     async def create(self, config: dict[str, Any]) -> str:
         try:
-            container = await self._call("create", self._client.containers.create(config))
+            container = await self._call(
+                "create", lambda: self._client.containers.create(config), work=True
+            )
         except EngineError as exc:
             if exc.status == 404:
                 raise ImageNotFound(str(config.get("Image"))) from exc
@@ -109,46 +160,54 @@ class Engine:
         return str(container.id)
 
     async def attach(self, container_id: str) -> AttachedStream:
-        async with self._translated("attach"):
+        async with self._translated("attach", self._quick):
             return await AttachedStream.open(self._socket, self._api_version, container_id)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def start(self, container_id: str) -> None:
-        await self._call("start", self._container(container_id).start())
+        await self._call("start", lambda: self._container(container_id).start(), work=True)
 
     async def kill(self, container_id: str) -> None:
         """SIGKILL; a container that already stopped or is gone is not an error."""
         try:
-            await self._call("kill", self._container(container_id).kill(signal="SIGKILL"))
+            await self._call("kill", lambda: self._container(container_id).kill(signal="SIGKILL"))
         except EngineError as exc:
             if exc.status not in (404, 409):
                 raise
 
     async def wait(self, container_id: str) -> int:
-        result: dict[str, Any] = await self._call("wait", self._container(container_id).wait())
+        """The exit code of a container whose output has already ended."""
+        result: dict[str, Any] = await self._call(
+            "wait", lambda: self._container(container_id).wait(), work=True
+        )
         return int(result["StatusCode"])
 
     async def inspect(self, container_id: str) -> dict[str, Any]:
         return await self._call(
-            "inspect", self._client._query_json(f"containers/{container_id}/json")
+            "inspect",
+            lambda: self._client._query_json(f"containers/{container_id}/json"),
+            read=True,
         )
 
     async def remove(self, container_id: str) -> None:
         """Force-removes (kills first); one already gone is not an error."""
         try:
-            await self._call("remove", self._container(container_id).delete(force=True, v=True))
+            await self._call(
+                "remove",
+                lambda: self._container(container_id).delete(force=True, v=True),
+                work=True,
+            )
         except EngineError as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409):  # 409: removal already in progress
                 raise
 
     async def list_containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
-        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-
         return await self._call(
             "list",
-            self._client._query_json(
-                "containers/json", params={"all": "1", "filters": json.dumps(filters)}
+            lambda: self._client._query_json(
+                "containers/json", params={"all": "1", "filters": _label_filter(labels)}
             ),
+            read=True,
         )
 
     def _container(self, container_id: str) -> aiodocker.containers.DockerContainer:
