@@ -6,7 +6,6 @@ are passed to Settings, so the environment fills in the rest.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -59,6 +58,9 @@ def main() -> None:
 @click.option("--max-body", type=int, help="Largest request body, KB. [1024]")
 @click.option("--shutdown-grace", type=float, help="Seconds runs may go on after SIGTERM. [10]")
 @click.option("--engine-timeout", type=float, help="Seconds a quick Engine API call may take. [2]")
+@click.option(
+    "--client-timeout", type=float, help="Seconds a client may take to send a request. [15]"
+)
 @click.option("--docker-host", help="Engine address (unix://...). [DOCKER_HOST or local socket]")
 @click.option("--check-image", help="Image that proves --gvisor works at start-up.")
 @click.option("--state-dir", help="Directory of live instances' lock files. [/run/bg-compiler]")
@@ -67,19 +69,10 @@ def start(**options: Any) -> None:
     settings = _settings_from(options)
     configure_logging(verbose=settings.verbose, json=os.environ.get("BGC_LOG_JSON") == "1")
     from bgcompiler.app import create_app  # imported late: nothing runs at import time
+    from bgcompiler.server import raise_open_file_limit, server_config
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="debug" if settings.verbose else "info",
-        # After SIGTERM, uvicorn lets requests finish for this long, then cancels them,
-        # which cancels their runs and kills their containers.
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
-        timeout_keep_alive=5,
-        access_log=settings.verbose,
-        lifespan="on",
-    )
+    raise_open_file_limit()
+    config = server_config(create_app(settings), settings)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with
     # these handlers in place that re-raise is a no-op and a clean stop exits 0.

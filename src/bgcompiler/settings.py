@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         description="seconds a quick Engine API call (ping, inspect) may take before the engine "
         "counts as down; calls that do work (create, start, remove) get ten times as long",
     )
+    client_timeout: float = Field(
+        15, gt=0, description="seconds a client may take to send a whole request"
+    )
     docker_host: str | None = Field(
         None, description="Engine address; default DOCKER_HOST or the local socket"
     )
