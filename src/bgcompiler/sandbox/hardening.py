@@ -12,13 +12,14 @@ NOFILE = 1024
 SHM_BYTES = 16 * 1024 * 1024
 INODES_PER_MB = 256
 # Under gVisor (ptrace platform) the container's pids cgroup counts the sandbox's own host
-# threads: ~38 when idle and ~9 more per sandboxed process, measured here. A cgroup limit of
-# --pids would kill the whole sandbox (output lost) long before the program's 4th process.
+# threads: ~38 when idle, ~9 more per sleeping sandboxed process, and up to ~1850 during a
+# fork bomb held at 64 sandboxed processes (all measured here). A cgroup limit of --pids
+# kills the whole sandbox (exit 2, output lost) long before the program's 4th process.
 # So under gVisor the program's processes are bounded by RLIMIT_NPROC, which the gVisor
 # kernel enforces per sandbox (fork fails with EAGAIN, as under runc's pids cgroup), and the
-# cgroup only bounds host threads, as a backstop sized for that overhead.
-RUNSC_HOST_THREADS_BASE = 64
-RUNSC_HOST_THREADS_PER_PROCESS = 12
+# cgroup only bounds host threads, as a backstop sized above that worst case.
+RUNSC_HOST_THREADS_BASE = 128
+RUNSC_HOST_THREADS_PER_PROCESS = 48
 # The environment is the image's own plus these; nothing from the host or the request.
 SANDBOX_ENV = ("HOME=/tmp", "TMPDIR=/tmp")
 
