@@ -142,15 +142,31 @@ def docker_inspect(container: str) -> dict[str, Any]:
 # Small limits keep the suites fast: timeouts in 3 s, memory kills at 128 MB, and writable
 # dirs small enough (2 x 16 MB) that filling both stays inside the memory limit.
 TEST_FLAGS = (
-    "--timeout", "3", "--memory", "128", "--output", "30", "--workers", "2", "--disk", "16",
-    "--backlog", "40", "--max-count", "20", "--shutdown-grace", "2",
+    "--timeout",
+    "3",
+    "--memory",
+    "128",
+    "--output",
+    "30",
+    "--workers",
+    "2",
+    "--disk",
+    "16",
+    "--backlog",
+    "40",
+    "--max-count",
+    "20",
+    "--shutdown-grace",
+    "2",
 )
 
 RUNTIMES = ["runc", pytest.param("runsc", marks=pytest.mark.gvisor)]
 
 
 @pytest.fixture(scope="session", params=RUNTIMES)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """The service with TEST_FLAGS under the parametrized runtime, shared by the session."""
     runtime: str = request.param
     service = launch(tmp_path_factory.mktemp(f"svc-{runtime}"), *TEST_FLAGS, runtime=runtime)
