@@ -77,17 +77,25 @@ class Scheduler:
     def busy_workers(self) -> int:
         return self._busy_workers
 
-    def submit(self, job: Job[T]) -> Job[T]:
-        """Queues the job, or raises Busy/ShuttingDown without queueing anything."""
+    def check_room(self, runs: int) -> None:
+        """Raises Busy/ShuttingDown now if a job of `runs` runs would be refused.
+
+        Lets a request be refused before any engine call is made for it: under overload,
+        rejections cost the engine nothing and come back at once.
+        """
         if self._closing:
             raise ShuttingDown("the service is shutting down")
-        would_wait = self._waiting_if(self._pending + job.runs, len(self._queue) + 1)
+        would_wait = self._waiting_if(self._pending + runs, len(self._queue) + 1)
         if would_wait > self._backlog:
             raise Busy(
                 f"the backlog is full: {self.waiting_runs} runs are waiting and this request "
-                f"adds {job.runs}; at most {self._backlog} may wait",
+                f"adds {runs}; at most {self._backlog} may wait",
                 retry_after=self._retry_after(),
             )
+
+    def submit(self, job: Job[T]) -> Job[T]:
+        """Queues the job, or raises Busy/ShuttingDown without queueing anything."""
+        self.check_room(job.runs)
         self._pending += job.runs
         self._queue.append(job)  # type: ignore[arg-type]
         self._idle.clear()

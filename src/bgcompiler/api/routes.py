@@ -50,6 +50,7 @@ async def compile_script(body: CompileRequest, request: Request) -> JSONResponse
         raise InvalidRequest(
             f"count must be between 1 and {settings.max_count} (--max-count)", "count"
         )
+    svc.scheduler.check_room(body.count)
     await svc.sandbox.check_image(body.image)
     files = [SandboxFile(f"main.{body.extension}", body.script.encode())]
     if body.input is not None:

@@ -14,7 +14,7 @@ from bgcompiler.models import Limits, RunResult, RunSpec, classify
 from bgcompiler.sandbox.attach import STDERR, STDOUT, AttachedStream
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
-from bgcompiler.sandbox.monitor import EngineMonitor
+from bgcompiler.sandbox.monitor import ContainerWatch, EngineMonitor
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
 from bgcompiler.sandbox.payload import build_payload
 
@@ -164,14 +164,15 @@ class DockerSandbox:
 
     async def run(self, spec: RunSpec) -> RunResult:
         container_id: str | None = None
-        generation = self._monitor.generation
         try:
             container_id = await self._engine.create(container_config(spec, self._lease.labels))
-            result = await self._execute(container_id, spec)
-            if self._monitor.interrupted_since(generation):
-                # The engine went away meanwhile: the end we saw may be its doing.
+            watch = self._monitor.watch(container_id)
+            result = await self._execute(container_id, spec, watch)
+            if await self._monitor.interrupted(watch):
+                # The engine stopped the container, or went away: the end we saw is not the
+                # program's own, whatever its exit code says.
                 return RunResult.internal(
-                    "the Docker engine went away while the run was in flight",
+                    "the Docker engine stopped the container or went away during the run",
                     stdout=result.stdout,
                     stderr=result.stderr,
                 )
@@ -181,11 +182,12 @@ class DockerSandbox:
             return RunResult.internal(exc.message)
         finally:
             if container_id is not None:
+                self._monitor.forget(container_id)
                 self._remove_later(container_id)
 
     # --- one run ---------------------------------------------------------------------------
 
-    async def _execute(self, container_id: str, spec: RunSpec) -> RunResult:
+    async def _execute(self, container_id: str, spec: RunSpec, watch: ContainerWatch) -> RunResult:
         limits = spec.limits
         capture = _Capture(cap=limits.output_bytes)
         async with await self._engine.attach(container_id) as stream:
@@ -198,6 +200,7 @@ class DockerSandbox:
                 )
                 if not ended:  # killed for time or output: keep what is already on its way
                     finished = time.monotonic()
+                    watch.killing = True
                     await self._engine.kill(container_id)
                     if not capture.truncated:
                         await self._collect(

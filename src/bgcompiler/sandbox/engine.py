@@ -31,7 +31,7 @@ DEFAULT_SOCKET = "/var/run/docker.sock"
 # aiodocker reports a failed connection as a DockerError with this pseudo-status.
 _AIODOCKER_CONNECT_FAILED = 900
 # Work calls get this many times the quick deadline.
-WORK_CALL_FACTOR = 10
+WORK_CALL_FACTOR = 5
 
 
 def socket_path(docker_host: str | None) -> str:
@@ -126,11 +126,16 @@ class Engine:
             raise
         return found
 
-    async def follow_events(self, labels: dict[str, str], on_open: Callable[[], None]) -> None:
-        """Holds the engine's event stream for our containers open until it ends.
+    async def follow_events(
+        self,
+        labels: dict[str, str],
+        on_open: Callable[[], None],
+        on_event: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """Follows the engine's container events for our containers until the stream ends.
 
-        Calls `on_open` once the engine has accepted the stream. Returns or raises
-        EngineUnavailable when the stream ends, which means the engine went away.
+        Calls `on_open` once the engine has accepted the stream, then `on_event` for each
+        event. Returns or raises EngineUnavailable when the stream ends: the engine went away.
         """
         params = {"filters": _label_filter(labels)}
         no_read_deadline = aiohttp.ClientTimeout(total=None, sock_read=None, connect=self._quick)
@@ -141,8 +146,9 @@ class Engine:
         try:
             on_open()
             async with self._translated("events", None):
-                while await response.content.readany():
-                    pass  # what happened does not matter here; that the stream ends does
+                async for line in response.content:
+                    if line.strip():
+                        on_event(json.loads(line))
         finally:
             response.close()
 
@@ -177,8 +183,9 @@ class Engine:
 
     async def wait(self, container_id: str) -> int:
         """The exit code of a container whose output has already ended."""
+        # Quick: the output has ended, so the engine has only to notice the exit.
         result: dict[str, Any] = await self._call(
-            "wait", lambda: self._container(container_id).wait(), work=True
+            "wait", lambda: self._container(container_id).wait()
         )
         return int(result["StatusCode"])
 

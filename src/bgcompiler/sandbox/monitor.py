@@ -1,16 +1,19 @@
-"""Notices when the engine goes away, so that runs it interrupted are never reported ok.
+"""Notices what the engine does to our containers behind our back, so that a run it
+interrupted is never reported as the program's own result.
 
-A run whose container the engine killed while restarting looks, from its output stream,
-like a program that ended. The monitor holds the engine's event stream open: the stream
-breaks when the engine stops serving its API, before it stops containers. Each break bumps
-`generation`; a run that saw the generation change (or the stream down) while it was in
-flight is reported as `internal_error`.
+A run whose container the engine stopped (a daemon restart sends SIGTERM to every
+container, and may answer our calls all along) looks, from its output stream, like a
+program that ended. The monitor follows the engine's event stream for this instance's
+containers: a `kill` we did not ask for marks that container's run as interrupted. And
+the stream breaking means the engine went away: every run in flight then is interrupted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -20,6 +23,19 @@ from bgcompiler.sandbox.engine import Engine
 log = structlog.get_logger(__name__)
 
 RECONNECT_DELAY_S = 0.5
+# How long a finished run waits for its container's `die` event, which tells that every
+# earlier event about it (a foreign kill) has been seen. It normally arrives first.
+DIE_EVENT_WAIT_S = 1.0
+
+
+@dataclass(slots=True)
+class ContainerWatch:
+    """What the engine reported about one container while its run was in flight."""
+
+    generation: int
+    killing: bool = False  # we asked for its kill: the kill event that follows is ours
+    killed_by_other: bool = False
+    died: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class EngineMonitor:
@@ -28,12 +44,13 @@ class EngineMonitor:
         self._labels = labels
         self.generation = 0
         self.connected = False
+        self._watches: dict[str, ContainerWatch] = {}
         self._task: asyncio.Task[None] | None = None
         self._first_connection = asyncio.Event()
 
     async def start(self) -> None:
-        """Starts watching; returns once the stream is open (or after one failed attempt)."""
-        self._task = asyncio.create_task(self._watch(), name="engine-monitor")
+        """Starts following; returns once the stream is open (or after one failed attempt)."""
+        self._task = asyncio.create_task(self._follow(), name="engine-monitor")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await self._first_connection.wait()
@@ -45,19 +62,43 @@ class EngineMonitor:
                 await self._task
             self._task = None
 
+    def watch(self, container_id: str) -> ContainerWatch:
+        watch = ContainerWatch(generation=self.generation)
+        self._watches[container_id] = watch
+        return watch
+
+    def forget(self, container_id: str) -> None:
+        self._watches.pop(container_id, None)
+
+    async def interrupted(self, watch: ContainerWatch) -> bool:
+        """True if the engine stopped this run's container, or went away, during the run."""
+        if self.connected and not watch.died.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DIE_EVENT_WAIT_S):
+                    await watch.died.wait()
+        return watch.killed_by_other or self.generation != watch.generation or not self.connected
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        watch = self._watches.get(str(event.get("id", "")))
+        if watch is None:
+            return
+        action = event.get("Action") or event.get("status")
+        if action == "kill" and not watch.killing:
+            watch.killed_by_other = True
+        elif action == "die":
+            watch.died.set()
+
     def _opened(self) -> None:
         self.connected = True
         self._first_connection.set()
         log.debug("engine event stream open")
 
-    def interrupted_since(self, generation: int) -> bool:
-        """True if the engine went away at any moment after `generation` was read."""
-        return self.generation != generation or not self.connected
-
-    async def _watch(self) -> None:
+    async def _follow(self) -> None:
         while True:
             try:
-                await self._engine.follow_events(self._labels, on_open=self._opened)
+                await self._engine.follow_events(
+                    self._labels, on_open=self._opened, on_event=self._on_event
+                )
             except BgcError as exc:
                 log.debug("engine event stream unavailable", error=exc.message)
             finally:
