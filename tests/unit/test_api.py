@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import base64
 from collections.abc import Callable
 from typing import Any
@@ -285,3 +286,15 @@ async def test_client_disconnect_cancels_the_job(fake: FakeSandbox) -> None:
     assert len(fake.started) == 1
     assert scheduler.waiting_runs == 0
     await scheduler.shutdown(1)
+
+
+@pytest.mark.parametrize("field", ["script", "cmd", "input", "stdIn"])
+async def test_lone_surrogates_are_not_a_server_error(api: Callable[..., Any], field: str) -> None:
+    """JSON may carry a lone UTF-16 surrogate (not encodable as UTF-8): a 4xx, never a 500."""
+    client = await api()
+    raw = json.dumps(body(**{field: "x"})).replace('"x"', '"a\\ud800b"', 1).encode()
+    response = await client.post(
+        "/compile", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field

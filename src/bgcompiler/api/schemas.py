@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from bgcompiler.models import RunResult, Status
 
 EXTENSION_PATTERN = r"^[A-Za-z0-9_+-]{1,16}$"
+# A Docker image reference: [registry/]name[:tag][@digest], lower-case name parts.
+IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$"
+# A command line travels as a process argument, which cannot hold a NUL byte.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def _encodable(value: str) -> str:
+    """JSON can carry lone UTF-16 surrogates, which no program can be given as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_encodable)]
 
 
 class CompileRequest(BaseModel):
@@ -30,19 +46,21 @@ class CompileRequest(BaseModel):
         },
     )
 
-    script: StrictStr = Field(description="the program, written to /bg/main.<extension>")
-    image: StrictStr = Field(min_length=1, description="a Docker image present on the engine")
+    script: Text = Field(description="the program, written to /bg/main.<extension>")
+    image: Text = Field(pattern=IMAGE_PATTERN, description="a Docker image present on the engine")
     count: StrictInt = Field(
         1, ge=1, description="how many times to run it (at most the server's --max-count)"
     )
-    cmd: StrictStr = Field(
-        min_length=1, description='runs as `/bin/sh -c "<cmd> main.<extension>"` in /bg'
+    cmd: Text = Field(
+        min_length=1,
+        pattern=NO_NUL_PATTERN,
+        description='runs as `/bin/sh -c "<cmd> main.<extension>"` in /bg',
     )
-    extension: StrictStr = Field(
+    extension: Text = Field(
         "ext", pattern=EXTENSION_PATTERN, description="file extension of the script"
     )
-    input: StrictStr | None = Field(None, description="written to /bg/input.txt")
-    stdIn: StrictStr | None = Field(  # the seed's wire name
+    input: Text | None = Field(None, description="written to /bg/input.txt")
+    stdIn: Text | None = Field(  # the seed's wire name
         None, description="standard input; a trailing newline is added when missing"
     )
 

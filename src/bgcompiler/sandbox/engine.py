@@ -23,7 +23,13 @@ from typing import Any, TypeVar
 import aiodocker
 import aiohttp
 
-from bgcompiler.errors import EngineError, EngineUnavailable, ImageNotFound, StartupError
+from bgcompiler.errors import (
+    EngineError,
+    EngineUnavailable,
+    ImageNotFound,
+    InvalidRequest,
+    StartupError,
+)
 from bgcompiler.sandbox.attach import AttachedStream
 
 T = TypeVar("T")
@@ -123,6 +129,8 @@ class Engine:
         except EngineError as exc:
             if exc.status == 404:
                 raise ImageNotFound(image) from exc
+            if exc.status == 400:  # the engine could not parse the reference
+                raise InvalidRequest(f"{image!r} is not a valid image reference", "image") from exc
             raise
         return found
 

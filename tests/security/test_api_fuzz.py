@@ -1,0 +1,60 @@
+"""Property-based fuzzing of the HTTP API from its own OpenAPI schema, against the real
+service on the real engine: no 5xx, and every answer matches the schema.
+
+Hypothesis is driven directly (schemathesis' pytest plugin does not work with pytest 9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.conftest import TEST_FLAGS, Server, launch
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EXAMPLES = 150  # the bounded budget per operation, so the suite stays well inside CI's time
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    service = launch(tmp_path_factory.mktemp("fuzz"), *TEST_FLAGS)
+    yield service
+    assert service.stop() == 0, service.log()
+
+
+def test_no_server_errors_and_answers_match_the_schema(fuzzed: Server) -> None:
+    """For every operation, whatever the generated request: no 5xx, answers as documented."""
+    schema = schemathesis.openapi.from_url(f"{fuzzed.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {(op.method.upper(), op.path) for op in operations} >= {
+        ("GET", "/"),
+        ("POST", "/compile"),
+    }
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        )
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(checks=CHECKS, timeout=60)
+
+        check()
