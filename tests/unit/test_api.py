@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
