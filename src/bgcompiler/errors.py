@@ -11,6 +11,7 @@
     └── SandboxError              a run failed for a reason inside the service or engine;
         │                         reported in the run's result as `internal_error`
         └── EngineError           the engine answered a call with an error status
+                                  (a 503 when it happens outside a run)
     StartupError                  the service cannot start (bad engine or runtime); the CLI exits
 
 Foreign errors (aiodocker, aiohttp, OSError) are translated to these at one
@@ -83,7 +84,10 @@ class SandboxError(BgcError):
 
 
 class EngineError(SandboxError):
-    """The engine refused a call; `status` is the HTTP status it answered with."""
+    """The engine refused a call; `status` is the HTTP status it answered with (0: none)."""
+
+    code = "engine_error"
+    http_status = 503
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)

@@ -298,3 +298,25 @@ async def test_lone_surrogates_are_not_a_server_error(api: Callable[..., Any], f
     )
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["bgc/busybox:latest", "python:3.12-alpine", "localhost:5000/team/img:1", "1704c29d84ad"],
+)
+async def test_valid_image_references_pass_validation(api: Callable[..., Any], image: str) -> None:
+    """Ordinary references reach the image check (here: absent from the fake engine)."""
+    client = await api()
+    response = await client.post("/compile", json=body(image=image))
+    assert response.json()["error"] == "image_not_found"
+
+
+@pytest.mark.parametrize("image", ["r/", "a//b", "Upper", "a@", "x:y:z", "../etc", "a b", ""])
+async def test_malformed_image_references_are_refused_before_the_engine(
+    api: Callable[..., Any], image: str
+) -> None:
+    """A reference the engine could not parse (or would misroute) is a 422 naming `image`."""
+    client = await api()
+    response = await client.post("/compile", json=body(image=image))
+    assert response.status_code == 422
+    assert response.json()["field"] == "image"

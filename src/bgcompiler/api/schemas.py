@@ -10,8 +10,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 from bgcompiler.models import RunResult, Status
 
 EXTENSION_PATTERN = r"^[A-Za-z0-9_+-]{1,16}$"
-# A Docker image reference: [registry/]name[:tag][@digest], lower-case name parts.
-IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$"
+# A Docker image reference, by the engine's own grammar: [domain/]path[:tag][@digest].
+# Checked here so that no odd name reaches (and confuses) the engine's router.
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_PATTERN = (
+    rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?$"
+)
 # A command line travels as a process argument, which cannot hold a NUL byte.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 
@@ -47,7 +55,9 @@ class CompileRequest(BaseModel):
     )
 
     script: Text = Field(description="the program, written to /bg/main.<extension>")
-    image: Text = Field(pattern=IMAGE_PATTERN, description="a Docker image present on the engine")
+    image: Text = Field(
+        max_length=255, pattern=IMAGE_PATTERN, description="a Docker image present on the engine"
+    )
     count: StrictInt = Field(
         1, ge=1, description="how many times to run it (at most the server's --max-count)"
     )

@@ -48,6 +48,14 @@ def socket_path(docker_host: str | None) -> str:
     return host.removeprefix("unix://")
 
 
+class _StaleConnection(EngineUnavailable):
+    """The connection broke under a call: after an engine restart, a pooled one was stale."""
+
+
+def _stale(error: BaseException | None) -> bool:
+    return isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+
+
 def _label_filter(labels: dict[str, str]) -> str:
     return json.dumps({"label": [f"{key}={value}" for key, value in labels.items()]})
 
@@ -80,14 +88,19 @@ class Engine:
                 yield
         except aiodocker.DockerError as exc:
             if exc.status == _AIODOCKER_CONNECT_FAILED:
-                raise EngineUnavailable(f"the Docker engine is not reachable ({what})") from exc
+                # aiodocker drops the cause; the error it was handling is the context.
+                unavailable = _StaleConnection if _stale(exc.__context__) else EngineUnavailable
+                raise unavailable(f"the Docker engine is not reachable ({what})") from exc
             raise EngineError(f"{what}: {exc.message}", exc.status) from exc
         except TimeoutError as exc:
             raise EngineUnavailable(
                 f"the Docker engine did not answer {what} within {deadline_s:g} s"
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise EngineUnavailable(f"the Docker engine is not reachable ({what})") from exc
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            unavailable = _StaleConnection if _stale(exc) else EngineUnavailable
+            raise unavailable(f"the Docker engine is not reachable ({what})") from exc
+        except aiohttp.ClientError as exc:  # an answer we cannot use (a redirect, a bad URL)
+            raise EngineError(f"{what}: unusable answer from the engine: {exc}", 0) from exc
 
     async def _call(
         self, what: str, call: Callable[[], Awaitable[T]], *, work: bool = False, read: bool = False
@@ -97,11 +110,8 @@ class Engine:
             try:
                 async with self._translated(what, self._work if work else self._quick):
                     return await call()
-            except EngineUnavailable as exc:
-                stale = isinstance(
-                    exc.__cause__, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
-                )
-                if attempt + 1 == attempts or not stale:
+            except _StaleConnection:
+                if attempt + 1 == attempts:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
