@@ -139,25 +139,11 @@ def docker_inspect(container: str) -> dict[str, Any]:
     return found
 
 
-# Small limits keep the suites fast: timeouts in 3 s, memory kills at 128 MB, and writable
+# Small limits keep the suites fast: timeouts in 3 s, memory kills at 256 MB, and writable
 # dirs small enough (2 x 16 MB) that filling both stays inside the memory limit.
 TEST_FLAGS = (
-    "--timeout",
-    "3",
-    "--memory",
-    "128",
-    "--output",
-    "30",
-    "--workers",
-    "2",
-    "--disk",
-    "16",
-    "--backlog",
-    "40",
-    "--max-count",
-    "20",
-    "--shutdown-grace",
-    "2",
+    *("--timeout", "3", "--memory", "256", "--output", "30", "--workers", "2"),
+    *("--disk", "16", "--backlog", "40", "--max-count", "20", "--shutdown-grace", "2"),
 )
 
 RUNTIMES = ["runc", pytest.param("runsc", marks=pytest.mark.gvisor)]

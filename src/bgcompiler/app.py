@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from bgcompiler.errors import StartupError
 from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.sandbox.docker import DockerSandbox
 from bgcompiler.sandbox.engine import Engine
+from bgcompiler.sandbox.measure import ensure_helper
 from bgcompiler.sandbox.ownership import InstanceLease
 from bgcompiler.scheduler import Scheduler
 from bgcompiler.services import Services, limits_from
@@ -32,12 +34,15 @@ Every error answer is JSON: `{"error": <code>, "message": <text>}`.
 
 
 def docker_sandbox(settings: Settings) -> DockerSandbox:
+    helper = ensure_helper(settings.helper, Path(settings.cache_dir))
     return DockerSandbox(
         Engine(settings.docker_host, settings.engine_timeout),
         InstanceLease(settings.state_dir),
         check_runtime=settings.runtime_name,
         check_image=settings.check_image,
         check_limits=limits_from(settings),
+        helper=str(helper),
+        artifact_bytes=settings.artifacts * 1024 * 1024,
     )
 
 
@@ -46,8 +51,8 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        box = sandbox if sandbox is not None else docker_sandbox(settings)
         try:
+            box = sandbox if sandbox is not None else docker_sandbox(settings)
             await box.open()
         except StartupError as exc:
             log.error("cannot start", reason=exc.message)

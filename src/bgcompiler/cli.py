@@ -63,6 +63,9 @@ def main() -> None:
 )
 @click.option("--docker-host", help="Engine address (unix://...). [DOCKER_HOST or local socket]")
 @click.option("--check-image", help="Image that proves --gvisor works at start-up.")
+@click.option("--helper", help="The bgc-run helper binary. [built from source, cached]")
+@click.option("--cache-dir", help="Where the built helper is kept. [~/.cache/bg-compiler]")
+@click.option("--artifacts", type=int, help="MB a compile stage may hand to its runs. [64]")
 @click.option("--state-dir", help="Directory of live instances' lock files. [/run/bg-compiler]")
 def start(**options: Any) -> None:
     """Start the HTTP service."""

@@ -49,6 +49,8 @@ class RunSpec:
     stdin: bytes
     limits: Limits
     runtime: str | None = None
+    artifacts: bool = False  # a compile stage: return the work directory after success
+    cpuset: str | None = None  # CPUs to pin the run to, e.g. "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,13 @@ class RunResult:
     oom_killed: bool = False
     output_truncated: bool = False
     error: str | None = None
+    # Measured inside the container by the helper (None when it could not report, e.g. the
+    # run was killed from outside for its output): the program's own figures.
+    wall_ms: float | None = None
+    cpu_ms: float | None = None
+    memory_kb: int | None = None
+    signal: str | None = None
+    artifacts: bytes | None = None  # tar of the work directory, for a successful compile
 
     @staticmethod
     def internal(message: str, *, stdout: bytes = b"", stderr: bytes = b"") -> RunResult:

@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     check_image: str = Field(
         "bgc/busybox:latest", description="image used at start-up to prove the gVisor runtime works"
     )
+    helper: str | None = Field(
+        None, description="the bgc-run helper binary; default: built once from our C source"
+    )
+    cache_dir: str = Field(
+        default_factory=lambda: os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bg-compiler"
+        ),
+        description="where the built helper is kept",
+    )
+    artifacts: int = Field(64, ge=1, description="MB a compile stage may hand to its runs")
     state_dir: str = Field(
         "/run/bg-compiler", description="where live instances keep their lock files"
     )

@@ -113,7 +113,7 @@ def test_output_exactly_at_the_cap_is_not_truncated(server: Server) -> None:
 
 
 def test_memory_kill_is_reported(server: Server) -> None:
-    """A program over --memory (128 MB here, no swap) ends with oom_killed and memory_limit."""
+    """A program over --memory (256 MB here, no swap) ends with oom_killed and memory_limit."""
     script = "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 * 1024 * 1024))\n"
     result = server.run(script, image=PYTHON, cmd="python3", extension="py")
     assert result["status"] == "memory_limit"
@@ -181,7 +181,7 @@ def test_containers_are_configured_labelled_and_removed_after(server: Server) ->
     host = config["HostConfig"]
     assert host["NetworkMode"] == "none"
     assert config["Config"]["NetworkDisabled"] is True
-    assert host["Memory"] == host["MemorySwap"] == 128 * 1024 * 1024  # --memory 128
+    assert host["Memory"] == host["MemorySwap"] == 256 * 1024 * 1024  # --memory 256
     assert host["CpuShares"] == 1024
     assert host["NanoCpus"] == 1_000_000_000
     assert host.get("Runtime") == server.runtime

@@ -13,7 +13,16 @@ import pytest
 from bgcompiler.sandbox.fake import FakeSandbox
 
 SEED_FIELDS = ["stdout", "stderr", "duration_ms", "timed_out"]
-OUR_FIELDS = ["exit_code", "oom_killed", "output_truncated", "status"]
+OUR_FIELDS = [
+    "exit_code",
+    "oom_killed",
+    "output_truncated",
+    "status",
+    "wall_ms",
+    "cpu_ms",
+    "memory_kb",
+    "signal",
+]
 
 
 def body(**overrides: Any) -> dict[str, Any]:

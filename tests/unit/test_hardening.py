@@ -12,7 +12,7 @@ LIMITS = Limits(
 
 def config(runtime: str | None = None) -> dict:  # type: ignore[type-arg]
     spec = RunSpec("img", "python3 main.py", (), b"", LIMITS, runtime)
-    return container_config(spec, {"io.bg-compiler.instance": "abc"})
+    return container_config(spec, {"io.bg-compiler.instance": "abc"}, "/opt/bgc-run")
 
 
 def test_checklist_fields() -> None:

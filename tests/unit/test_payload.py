@@ -9,6 +9,7 @@ import pytest
 
 from bgcompiler.errors import InvalidRequest
 from bgcompiler.models import SandboxFile
+from bgcompiler.sandbox.measure import NONCE_NAME
 from bgcompiler.sandbox.payload import STDIN_NAME, bootstrap_command, build_payload, check_file_name
 
 
@@ -19,9 +20,17 @@ def test_payload_holds_each_file_its_parents_and_stdin() -> None:
         SandboxFile("lib/util/x.h", b"\x00\xff binary"),
         SandboxFile("run", b"#!/bin/sh", executable=True),
     ]
-    archive = tarfile.open(fileobj=io.BytesIO(build_payload(files, b"in\x00put")))  # noqa: SIM115  (in memory)
+    archive = tarfile.open(fileobj=io.BytesIO(build_payload(files, b"in\x00put", "n0nce")))  # noqa: SIM115  (in memory)
     members = {m.name: m for m in archive.getmembers()}
-    assert list(members) == ["main.c", "lib", "lib/util", "lib/util/x.h", "run", STDIN_NAME]
+    assert list(members) == [
+        "main.c",
+        "lib",
+        "lib/util",
+        "lib/util/x.h",
+        "run",
+        STDIN_NAME,
+        NONCE_NAME,
+    ]
     assert members["lib"].isdir()
     assert members["run"].mode == 0o755
     assert members["main.c"].mode == 0o644
@@ -33,11 +42,24 @@ def test_payload_holds_each_file_its_parents_and_stdin() -> None:
 
     assert read("lib/util/x.h") == b"\x00\xff binary"
     assert read(STDIN_NAME) == b"in\x00put"
+    assert read(NONCE_NAME) == b"n0nce"
 
 
 @pytest.mark.parametrize(
     "name",
-    ["", "/etc/passwd", "../x", "a/../../b", "a//b", "./a", "dir/", "a\0b", "x" * 300, STDIN_NAME],
+    [
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../../b",
+        "a//b",
+        "./a",
+        "dir/",
+        "a\0b",
+        "x" * 300,
+        STDIN_NAME,
+        NONCE_NAME,
+    ],
 )
 def test_unsafe_or_reserved_names_are_refused(name: str) -> None:
     """Absolute, parent-escaping, empty, NUL, over-long and reserved names raise InvalidRequest."""
@@ -53,6 +75,6 @@ def test_ordinary_names_are_accepted(name: str) -> None:
 
 def test_the_user_command_is_an_argument_not_part_of_the_script() -> None:
     """The command reaches the bootstrap as $1, so no quoting of it is ever needed."""
-    command = bootstrap_command("python3 'main.py' \"$HOME\"")
+    command = bootstrap_command("python3 'main.py' \"$HOME\"", 5000)
     assert command[:2] == ["/bin/sh", "-c"]
     assert command[-1] == "python3 'main.py' \"$HOME\""

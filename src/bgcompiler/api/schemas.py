@@ -86,6 +86,17 @@ class CompileResult(BaseModel):
     oom_killed: bool
     output_truncated: bool = Field(description="stdout or stderr passed the cap and was cut")
     status: Status
+    wall_ms: float | None = Field(
+        description="the program's own wall time, without container start-up (µs precision)"
+    )
+    cpu_ms: float | None = Field(
+        description="user + system CPU time of the program and the children it waited for; "
+        "null when the run was killed from outside (output limit)"
+    )
+    memory_kb: int | None = Field(
+        description="peak resident memory of the program (its largest process), KB"
+    )
+    signal: str | None = Field(description="the signal that ended the program, e.g. SIGKILL")
     stdout_base64: str | None = Field(
         None, description="present only when stdout is not valid UTF-8: its exact bytes"
     )
@@ -114,6 +125,10 @@ def compile_result(result: RunResult) -> dict[str, Any]:
         oom_killed=result.oom_killed,
         output_truncated=result.output_truncated,
         status=result.status.value,
+        wall_ms=result.wall_ms,
+        cpu_ms=result.cpu_ms,
+        memory_kb=result.memory_kb,
+        signal=result.signal,
     )
     if result.error is not None:
         body["error"] = result.error

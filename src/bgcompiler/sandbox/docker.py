@@ -14,38 +14,52 @@ from bgcompiler.models import Limits, RunResult, RunSpec, classify
 from bgcompiler.sandbox.attach import STDERR, STDOUT, AttachedStream
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
+from bgcompiler.sandbox.measure import RECORD_RESERVE, new_nonce, split_record
 from bgcompiler.sandbox.monitor import ContainerWatch, EngineMonitor
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
-from bgcompiler.sandbox.payload import build_payload
+from bgcompiler.sandbox.payload import ARTIFACTS_MARK, build_payload
 
 log = structlog.get_logger(__name__)
 
 # After a kill, output already in flight is still collected for at most this long.
 DRAIN_AFTER_KILL_S = 1.0
+# The helper kills at the time limit; the container is killed from outside this much later.
+HELPER_GRACE_S = 1.0
+# Room for the artifacts mark (and its nonce) on a compile stage's stdout.
+ARTIFACTS_ROOM = 64
 
 
 @dataclass(slots=True)
 class _Capture:
-    """Output of one run, each stream capped at `cap` bytes."""
+    """Output of one run, each stream kept up to its own limit."""
 
-    cap: int
+    limits: dict[int, int]
     streams: dict[int, bytearray] = field(
         default_factory=lambda: {STDOUT: bytearray(), STDERR: bytearray()}
     )
-    truncated: bool = False
+    passed: bool = False  # a stream went past its limit
 
     def feed(self, kind: int, data: bytes) -> bool:
-        """Keeps what fits; returns False once a stream went past its cap."""
+        """Keeps what fits; returns False once a stream went past its limit."""
         buffer = self.streams.get(kind)
         if buffer is None:  # not an output stream: ignore
             return True
-        room = self.cap - len(buffer)
+        room = self.limits[kind] - len(buffer)
         if len(data) > room:
             buffer += data[:room]
-            self.truncated = True
+            self.passed = True
             return False
         buffer += data
         return True
+
+
+def _split_artifacts(stdout: bytes, nonce: str) -> tuple[bytes, bytes | None]:
+    """A compile stage's own stdout, and the tar of its work directory that follows it."""
+    mark = ARTIFACTS_MARK + nonce.encode("ascii")
+    at = stdout.find(mark)
+    if at < 0:
+        return stdout, None
+    return stdout[:at], stdout[at + len(mark) :]
 
 
 class DockerSandbox:
@@ -59,11 +73,15 @@ class DockerSandbox:
         check_runtime: str | None = None,
         check_image: str = "bgc/busybox:latest",
         check_limits: Limits | None = None,
+        helper: str,
+        artifact_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._engine = engine
         self._lease = lease
         self._check_runtime = check_runtime
         self._check_image = check_image
+        self._helper = helper
+        self._artifact_bytes = artifact_bytes
         # The runtime is proven with the limits real runs get: under gVisor the pids limit
         # also bounds the sandbox's own threads, so a too-small --pids fails here, at start-up.
         self._check_limits = check_limits or Limits(
@@ -165,7 +183,9 @@ class DockerSandbox:
     async def run(self, spec: RunSpec) -> RunResult:
         container_id: str | None = None
         try:
-            container_id = await self._engine.create(container_config(spec, self._lease.labels))
+            container_id = await self._engine.create(
+                container_config(spec, self._lease.labels, self._helper)
+            )
             watch = self._monitor.watch(container_id)
             result = await self._execute(container_id, spec, watch)
             if await self._monitor.interrupted(watch):
@@ -189,46 +209,64 @@ class DockerSandbox:
 
     async def _execute(self, container_id: str, spec: RunSpec, watch: ContainerWatch) -> RunResult:
         limits = spec.limits
-        capture = _Capture(cap=limits.output_bytes)
+        cap = limits.output_bytes
+        nonce = new_nonce()
+        stdout_limit = cap + (self._artifact_bytes + ARTIFACTS_ROOM if spec.artifacts else 0)
+        capture = _Capture({STDOUT: stdout_limit, STDERR: cap + RECORD_RESERVE})
+        payload = build_payload(spec.files, spec.stdin, nonce)
+        killed = False
         async with await self._engine.attach(container_id) as stream:
             await self._engine.start(container_id)
             started = time.monotonic()
-            feeder = asyncio.create_task(stream.send_stdin(build_payload(spec.files, spec.stdin)))
+            feeder = asyncio.create_task(stream.send_stdin(payload))
             try:
-                timed_out, ended = await self._collect(
-                    stream, capture, deadline=started + limits.timeout_s
-                )
+                # The helper enforces the time limit itself, and reports; this deadline is
+                # the backstop for a run that keeps its container alive past the helper.
+                deadline = started + limits.timeout_s + HELPER_GRACE_S
+                timed_out, ended = await self._collect(stream, capture, deadline=deadline)
+                finished = time.monotonic()
                 if not ended:  # killed for time or output: keep what is already on its way
-                    finished = time.monotonic()
-                    watch.killing = True
+                    watch.killing = killed = True
                     await self._engine.kill(container_id)
-                    if not capture.truncated:
-                        await self._collect(
-                            stream, capture, deadline=time.monotonic() + DRAIN_AFTER_KILL_S
-                        )
-                else:
-                    finished = time.monotonic()
+                    if not capture.passed:
+                        drain_until = time.monotonic() + DRAIN_AFTER_KILL_S
+                        await self._collect(stream, capture, deadline=drain_until)
             finally:
                 feeder.cancel()
         exit_code = await self._engine.wait(container_id)
         state = (await self._engine.inspect(container_id)).get("State", {})
-        oom_killed = bool(state.get("OOMKilled"))
         if state.get("Error"):
             raise SandboxError(f"the engine reported: {state['Error']}")
+        oom_killed = bool(state.get("OOMKilled"))
+
+        stdout, artifacts = bytes(capture.streams[STDOUT]), None
+        if spec.artifacts:
+            stdout, artifacts = _split_artifacts(stdout, nonce)
+        stderr, measured = split_record(bytes(capture.streams[STDERR]), nonce)
+        truncated = capture.passed or len(stdout) > cap or len(stderr) > cap
+        timed_out = timed_out or (measured is not None and measured.timed_out)
+        outside_ms = (finished - started) * 1000
         return RunResult(
             status=classify(
                 exit_code=exit_code,
                 timed_out=timed_out,
                 oom_killed=oom_killed,
-                output_truncated=capture.truncated,
+                output_truncated=truncated,
             ),
-            stdout=bytes(capture.streams[STDOUT]),
-            stderr=bytes(capture.streams[STDERR]),
-            duration_ms=round((finished - started) * 1000),
+            stdout=stdout[:cap],
+            stderr=stderr[:cap],
+            duration_ms=round(outside_ms),
             exit_code=exit_code,
             timed_out=timed_out,
             oom_killed=oom_killed,
-            output_truncated=capture.truncated,
+            output_truncated=truncated,
+            # Without the helper's record (killed from outside), the wall time is the best
+            # outside figure; CPU and memory are then unknown rather than guessed.
+            wall_ms=measured.wall_ms if measured else round(outside_ms, 3),
+            cpu_ms=measured.cpu_ms if measured else None,
+            memory_kb=measured.maxrss_kb if measured else None,
+            signal=measured.signal if measured else ("SIGKILL" if killed else None),
+            artifacts=artifacts if artifacts is not None and not truncated else None,
         )
 
     @staticmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bgcompiler.models import RunSpec
+from bgcompiler.sandbox.measure import HELPER_IN_CONTAINER
 from bgcompiler.sandbox.payload import WORKDIR, bootstrap_command
 
 SANDBOX_UID = 65534  # nobody/nogroup; numeric because minimal images have no /etc/passwd
@@ -31,8 +32,12 @@ def _tmpfs_options(size_mb: int) -> str:
     )
 
 
-def container_config(spec: RunSpec, labels: dict[str, str]) -> dict[str, Any]:
-    """The Engine API body of `POST /containers/create` for one run of `spec`."""
+def container_config(spec: RunSpec, labels: dict[str, str], helper: str) -> dict[str, Any]:
+    """The Engine API body of `POST /containers/create` for one run of `spec`.
+
+    `helper` is the host path of the bgc-run binary, mounted read-only: it is ours, not
+    something a run could have made or changed.
+    """
     limits = spec.limits
     memory = limits.memory_mb * 1024 * 1024
     disk_bytes = limits.disk_mb * 1024 * 1024
@@ -66,12 +71,19 @@ def container_config(spec: RunSpec, labels: dict[str, str]) -> dict[str, Any]:
         "OomScoreAdj": 1000,
         "RestartPolicy": {"Name": "no"},
         "AutoRemove": False,
+        "Mounts": [
+            {"Type": "bind", "Source": helper, "Target": HELPER_IN_CONTAINER, "ReadOnly": True}
+        ],
     }
+    if spec.cpuset is not None:
+        host_config["CpusetCpus"] = spec.cpuset
     if spec.runtime:
         host_config["Runtime"] = spec.runtime
     return {
         "Image": spec.image,
-        "Cmd": bootstrap_command(spec.command),
+        "Cmd": bootstrap_command(
+            spec.command, round(limits.timeout_s * 1000), artifacts=spec.artifacts
+        ),
         "Entrypoint": [],
         "WorkingDir": WORKDIR,
         "User": f"{SANDBOX_UID}:{SANDBOX_UID}",

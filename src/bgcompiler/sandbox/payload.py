@@ -17,26 +17,41 @@ from collections.abc import Iterable
 
 from bgcompiler.errors import InvalidRequest
 from bgcompiler.models import SandboxFile
+from bgcompiler.sandbox.measure import HELPER_IN_CONTAINER, NONCE_NAME
 
 WORKDIR = "/bg"
 STDIN_NAME = ".bgc-stdin"
+RESERVED_NAMES = (STDIN_NAME, NONCE_NAME)
 MAX_NAME_BYTES = 255
 UNPACK_FAILED_EXIT = 125
+ARTIFACTS_MARK = b"\x1d"
 
-# $1 is the user's command line. The unpack step runs as the sandbox user, inside the
-# container; its failure (an image without tar) is reported on stderr with exit 125.
-BOOTSTRAP = (
+_UNPACK = (
     f"cd {WORKDIR} && tar -xmf -"
     f' || {{ echo "bg-compiler: cannot unpack the files into {WORKDIR}'
     ' (the image needs /bin/sh and tar)" >&2;'
     f" exit {UNPACK_FAILED_EXIT}; }}\n"
-    f'exec 0<{STDIN_NAME} && rm -f {STDIN_NAME} && exec /bin/sh -c "$1"'
+    f"exec 0<{STDIN_NAME} && rm -f {STDIN_NAME}\n"
 )
 
 
-def bootstrap_command(command: str) -> list[str]:
-    """The container's Cmd: unpack stdin's archive, then run `command` under /bin/sh -c."""
-    return ["/bin/sh", "-c", BOOTSTRAP, "bg-compiler", command]
+def bootstrap_command(command: str, timeout_ms: int, *, artifacts: bool = False) -> list[str]:
+    """The container's Cmd: unpack stdin's archive, then run `command` under the helper.
+
+    `command` is passed as $1, never spliced into the script. With `artifacts`, once the
+    command succeeded, the whole work directory follows on stdout as a tar stream, after a
+    mark made of the nonce (a compile stage hands its results to the runs this way).
+    """
+    measured = f'{HELPER_IN_CONTAINER} {NONCE_NAME} {timeout_ms} /bin/sh -c "$1"'
+    if not artifacts:
+        script = _UNPACK + f"exec {measured}"
+    else:
+        script = (
+            _UNPACK
+            + f"mark=$(cat {NONCE_NAME})\n{measured}\ncode=$?\n"
+            + "[ $code -eq 0 ] && printf '\\035%s' \"$mark\" && tar -cf - .\nexit $code"
+        )
+    return ["/bin/sh", "-c", script, "bg-compiler", command]
 
 
 def check_file_name(name: str, field: str = "files") -> None:
@@ -48,12 +63,12 @@ def check_file_name(name: str, field: str = "files") -> None:
     parts = name.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise InvalidRequest(f"file name {name!r} must not contain '.', '..' or '//'", field)
-    if name == STDIN_NAME:
-        raise InvalidRequest(f"file name {STDIN_NAME!r} is reserved", field)
+    if name in RESERVED_NAMES:
+        raise InvalidRequest(f"file name {name!r} is reserved", field)
 
 
-def build_payload(files: Iterable[SandboxFile], stdin: bytes) -> bytes:
-    """A ustar archive of the files (plus parent directories) and stdin."""
+def build_payload(files: Iterable[SandboxFile], stdin: bytes, nonce: str) -> bytes:
+    """A ustar archive of the files (plus parent directories), stdin and the nonce."""
     now = int(time.time())
     buffer = io.BytesIO()
     seen_dirs: set[str] = set()
@@ -67,6 +82,7 @@ def build_payload(files: Iterable[SandboxFile], stdin: bytes) -> bytes:
                     _add(archive, directory, None, 0o755, now)
             _add(archive, file.name, file.content, 0o755 if file.executable else 0o644, now)
         _add(archive, STDIN_NAME, stdin, 0o400, now)
+        _add(archive, NONCE_NAME, nonce.encode("ascii"), 0o400, now)
     return buffer.getvalue()
 
 
