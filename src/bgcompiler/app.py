@@ -12,7 +12,9 @@ from fastapi import FastAPI
 from bgcompiler import __version__
 from bgcompiler.api.errors import RequestBodyLimit, install_error_handlers
 from bgcompiler.api.routes import router
+from bgcompiler.api.v1_routes import router as v1_router
 from bgcompiler.errors import StartupError
+from bgcompiler.languages import load_languages
 from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.sandbox.docker import DockerSandbox
 from bgcompiler.sandbox.engine import Engine
@@ -52,14 +54,17 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
+            languages = load_languages(settings.languages)
             box = sandbox if sandbox is not None else docker_sandbox(settings)
             await box.open()
         except StartupError as exc:
             log.error("cannot start", reason=exc.message)
             raise
-        scheduler = Scheduler(box, workers=settings.workers, backlog=settings.backlog)
+        scheduler = Scheduler(
+            box, workers=settings.workers, backlog=settings.backlog, pin_cpus=settings.pin_cpus
+        )
         scheduler.start()
-        app.state.services = Services(settings, box, scheduler)
+        app.state.services = Services(settings, box, scheduler, languages)
         log.info(
             "ready",
             workers=settings.workers,
@@ -81,5 +86,6 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(v1_router)
     app.add_middleware(RequestBodyLimit, limit=settings.max_body_bytes)
     return app

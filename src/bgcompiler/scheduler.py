@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -42,14 +44,21 @@ class Job(Generic[T]):
         self.not_started = runs
         self.task: asyncio.Task[None] | None = None
         self.cancelled = False
+        self.cpuset: str | None = None  # the CPU its runs were pinned to, if any
 
 
 class Scheduler:
     """Admission control plus `workers` coroutines that execute jobs in FIFO order."""
 
-    def __init__(self, sandbox: Sandbox, *, workers: int, backlog: int) -> None:
+    def __init__(
+        self, sandbox: Sandbox, *, workers: int, backlog: int, pin_cpus: bool = False
+    ) -> None:
         self._sandbox = sandbox
         self._workers = workers
+        # With a CPU to spare for the service and the engine (CPU 0), each worker's runs are
+        # pinned to a CPU of their own, so that runs do not migrate or share a core.
+        spare = (os.cpu_count() or 1) > workers
+        self._worker_cpus = [str(n + 1) for n in range(workers)] if pin_cpus and spare else None
         self._backlog = backlog
         self._queue: deque[Job[object]] = deque()
         self._wakeup = asyncio.Event()
@@ -93,6 +102,11 @@ class Scheduler:
                 retry_after=self._retry_after(),
             )
 
+    def submit_all(self, jobs: list[Job[T]]) -> list[Job[T]]:
+        """Queues all the jobs, or none of them (Busy/ShuttingDown)."""
+        self.check_room(sum(job.runs for job in jobs))
+        return [self.submit(job) for job in jobs]
+
     def submit(self, job: Job[T]) -> Job[T]:
         """Queues the job, or raises Busy/ShuttingDown without queueing anything."""
         self.check_room(job.runs)
@@ -121,7 +135,7 @@ class Scheduler:
 
     def start(self) -> None:
         self._worker_tasks = [
-            asyncio.create_task(self._worker(), name=f"worker-{n}") for n in range(self._workers)
+            asyncio.create_task(self._worker(n), name=f"worker-{n}") for n in range(self._workers)
         ]
 
     async def shutdown(self, grace_s: float) -> None:
@@ -139,12 +153,13 @@ class Scheduler:
 
     # --- the workers ---------------------------------------------------------------------
 
-    async def _worker(self) -> None:
+    async def _worker(self, index: int) -> None:
         while True:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             job = self._queue.popleft()
+            job.cpuset = self._worker_cpus[index] if self._worker_cpus else None
             self._busy_workers += 1
             job.task = asyncio.create_task(self._execute(job))
             try:
@@ -166,6 +181,8 @@ class Scheduler:
             job.not_started -= 1
             self._pending -= 1
             started = loop.time()
+            if job.cpuset is not None:
+                spec = dataclasses.replace(spec, cpuset=job.cpuset)
             result = await self._sandbox.run(spec)
             self._mean_run_s += 0.1 * ((loop.time() - started) - self._mean_run_s)
             return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bgcompiler.languages import Language
 from bgcompiler.models import Limits
 from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.scheduler import Scheduler
@@ -28,6 +29,7 @@ class Services:
     settings: Settings
     sandbox: Sandbox
     scheduler: Scheduler
+    languages: dict[str, Language]
 
     @property
     def default_limits(self) -> Limits:

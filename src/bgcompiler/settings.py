@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         description="where the built helper is kept",
     )
     artifacts: int = Field(64, ge=1, description="MB a compile stage may hand to its runs")
+    languages: str | None = Field(
+        None, description="the language registry (TOML); default: the one shipped"
+    )
+    pin_cpus: bool = Field(
+        True,
+        description="pin each worker's runs to a CPU of its own when there is one to spare",
+    )
     state_dir: str = Field(
         "/run/bg-compiler", description="where live instances keep their lock files"
     )

@@ -77,17 +77,27 @@ async def compile_script(body: CompileRequest, request: Request) -> JSONResponse
 
 async def run_job(request: Request, scheduler: Scheduler, job: Job[T]) -> T:
     """Submits the job and waits for it; a client that goes away cancels it."""
-    scheduler.submit(job)
+    [result] = await run_jobs(request, scheduler, [job])
+    return result
+
+
+async def run_jobs(request: Request, scheduler: Scheduler, jobs: list[Job[T]]) -> list[T]:
+    """Submits all the jobs (or none) and waits for all; a client that goes away cancels them."""
+    scheduler.submit_all(jobs)
     watcher = asyncio.create_task(_disconnected(request))
+    everything = asyncio.gather(*(job.result for job in jobs))
     try:
-        waiters: set[asyncio.Future[object]] = {job.result, watcher}  # type: ignore[arg-type]
+        waiters: set[asyncio.Future[object]] = {everything, watcher}  # type: ignore[arg-type]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if not job.result.done():
-            scheduler.cancel(job)
+        if not everything.done():
+            for job in jobs:
+                scheduler.cancel(job)
+            everything.cancel()
             raise Unavailable("the client disconnected")
-        return job.result.result()
+        return list(everything.result())
     except asyncio.CancelledError:
-        scheduler.cancel(job)
+        for job in jobs:
+            scheduler.cancel(job)
         raise
     finally:
         watcher.cancel()

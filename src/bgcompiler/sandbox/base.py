@@ -23,8 +23,9 @@ class Sandbox(Protocol):
     async def ping(self) -> None:
         """Returns when the engine answers. Raises EngineUnavailable."""
 
-    async def check_image(self, image: str) -> None:
-        """Raises ImageNotFound when the image is absent, EngineUnavailable when the engine is."""
+    async def check_image(self, image: str) -> str:
+        """The image's id. Raises ImageNotFound when it is absent, EngineUnavailable when the
+        engine is."""
 
     async def run(self, spec: RunSpec) -> RunResult:
         """Runs the spec once, in a container nobody else has used and nobody will reuse."""

@@ -177,8 +177,8 @@ class DockerSandbox:
     async def ping(self) -> None:
         await self._engine.ping()
 
-    async def check_image(self, image: str) -> None:
-        await self._engine.image_exists(image)
+    async def check_image(self, image: str) -> str:
+        return str((await self._engine.image_exists(image)).get("Id", ""))
 
     async def run(self, spec: RunSpec) -> RunResult:
         container_id: str | None = None

@@ -35,10 +35,11 @@ class FakeSandbox:
         if not self.engine_up:
             raise EngineUnavailable("the fake engine is down")
 
-    async def check_image(self, image: str) -> None:
+    async def check_image(self, image: str) -> str:
         await self.ping()
         if image not in self.images:
             raise ImageNotFound(image)
+        return f"sha256:fake-{image}"
 
     async def run(self, spec: RunSpec) -> RunResult:
         self.started.append(spec)

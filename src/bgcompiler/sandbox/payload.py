@@ -15,7 +15,7 @@ import tarfile
 import time
 from collections.abc import Iterable
 
-from bgcompiler.errors import InvalidRequest
+from bgcompiler.errors import InvalidRequest, SandboxError
 from bgcompiler.models import SandboxFile
 from bgcompiler.sandbox.measure import HELPER_IN_CONTAINER, NONCE_NAME
 
@@ -96,3 +96,29 @@ def _add(archive: tarfile.TarFile, name: str, content: bytes | None, mode: int, 
     else:
         info.size = len(content)
         archive.addfile(info, io.BytesIO(content))
+
+
+def files_from_tar(data: bytes) -> tuple[SandboxFile, ...]:
+    """The regular files of a tar stream made inside a container (a compile's work dir).
+
+    Parsed in memory, never extracted on the host. Links, devices and names that could leave
+    the work directory are dropped: only plain files travel on to the runs.
+    """
+    files: list[SandboxFile] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            for member in archive:
+                name = member.name.removeprefix("./")
+                if not member.isfile() or not name:
+                    continue
+                try:
+                    check_file_name(name)
+                except InvalidRequest:
+                    continue
+                extracted = archive.extractfile(member)
+                if extracted is None:
+                    continue
+                files.append(SandboxFile(name, extracted.read(), bool(member.mode & 0o111)))
+    except tarfile.TarError as exc:
+        raise SandboxError(f"the compile stage's files could not be read: {exc}") from exc
+    return tuple(files)

@@ -1,0 +1,51 @@
+"""The language registry: a TOML file mapping a language to image, entry file and commands."""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from bgcompiler.errors import StartupError
+
+
+@dataclass(frozen=True, slots=True)
+class Language:
+    name: str
+    version: str
+    image: str
+    file: str
+    run: str
+    compile: str | None = None
+
+    def command(self, template: str, entry: str) -> str:
+        """A registry command with `{file}` replaced by the (shell-quoted) entry file."""
+        return template.replace("{file}", shlex.quote(entry))
+
+
+def load_languages(path: str | None = None) -> dict[str, Language]:
+    """The registry from `path`, or the one shipped with the package."""
+    try:
+        if path:
+            text = Path(path).read_text()
+        else:
+            text = resources.files("bgcompiler").joinpath("languages.toml").read_text()
+        table = tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise StartupError(f"cannot read the language registry: {exc}") from exc
+    languages: dict[str, Language] = {}
+    for name, entry in table.items():
+        try:
+            languages[name] = Language(
+                name=name,
+                version=str(entry["version"]),
+                image=str(entry["image"]),
+                file=str(entry["file"]),
+                run=str(entry["run"]),
+                compile=str(entry["compile"]) if "compile" in entry else None,
+            )
+        except (KeyError, TypeError) as exc:
+            raise StartupError(f"language {name!r} in the registry lacks {exc}") from exc
+    return languages
