@@ -25,6 +25,7 @@ start: setup
 	$(BGC) start $(ARGS)
 
 test: setup check
+	$(BGC) images build --missing gcc
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(SETUP_STAMP)

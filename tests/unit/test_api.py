@@ -329,3 +329,17 @@ async def test_malformed_image_references_are_refused_before_the_engine(
     response = await client.post("/compile", json=body(image=image))
     assert response.status_code == 422
     assert response.json()["field"] == "image"
+
+
+async def test_openapi_describes_the_v1_api_with_examples(api: Callable[..., Any]) -> None:
+    """The schema documents /api/v1/runs and /api/v1/languages, with request examples."""
+    client = await api()
+    schema = (await client.get("/openapi.json")).json()
+    assert "/api/v1/runs" in schema["paths"]
+    assert "/api/v1/languages" in schema["paths"]
+    request = schema["components"]["schemas"]["RunRequest"]
+    assert request["examples"]
+    assert {"RunResponse", "Summary", "Environment", "RunOut"} <= set(
+        schema["components"]["schemas"]
+    )
+    assert (await client.get("/docs")).status_code == 200
