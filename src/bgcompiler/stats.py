@@ -20,7 +20,7 @@ def describe(values: Sequence[float]) -> dict[str, float] | None:
     p95 = statistics.quantiles(data, n=20, method="inclusive")[18] if len(data) > 1 else data[0]
     return {
         "min": data[0],
-        "median": statistics.median(data),
+        "median": round(statistics.median(data), 6),
         "mean": round(mean, 6),
         "p95": round(p95, 6),
         "max": data[-1],
