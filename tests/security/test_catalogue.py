@@ -184,13 +184,17 @@ def test_a_run_cannot_read_what_an_earlier_run_left(server: Server) -> None:
 
 
 def test_kill_everything_only_affects_its_own_run(server: Server) -> None:
-    """`kill -9 -1` in one run leaves a run executing at the same time unharmed."""
+    """`kill -9 -1` in one run leaves a run executing at the same time unharmed. In its own
+    container it also kills the measuring helper, so that run ends unmeasured with 137."""
     neighbour: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: neighbour.update(server.run("sleep 1; echo alive")))
     thread.start()
-    result = server.run("sleep 0.3; kill -9 -1; echo after")
+    result = server.run("sleep 0.3; kill -9 -1; sleep 1; echo after")
     thread.join()
-    assert result["status"] == "ok"
+    assert result["status"] == "runtime_error"
+    assert result["exit_code"] == 137
+    assert result["cpu_ms"] is None  # its helper is gone: no figures rather than wrong ones
+    assert "after" not in result["stdout"]
     assert neighbour["status"] == "ok"
     assert neighbour["stdout"] == "alive\n"
     assert_contained(server, result)
