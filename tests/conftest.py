@@ -97,6 +97,7 @@ def launch(
 ) -> Server:
     """Starts the service with the given flags; waits until GET / answers 200."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     state_dir = tmp / "state"
     log_path = tmp / f"service-{port}.log"
     runtime_args = ["--gvisor"] if runtime == "runsc" else []

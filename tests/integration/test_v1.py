@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import os
 import statistics
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, launch
 
 pytestmark = pytest.mark.integration
 
@@ -237,3 +239,22 @@ def test_bad_v1_requests_are_named_422s(
     assert response.status_code == 422, response.text
     if field is not None:
         assert response.json()["field"] == field
+
+
+def test_runs_are_pinned_to_a_spare_cpu(tmp_path: Path) -> None:
+    """With a CPU to spare (1 worker on this 2-CPU machine), runs are pinned to CPU 1."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.fail("this test needs a machine with at least 2 CPUs")
+    service = launch(tmp_path, "--workers", "1")
+    try:
+        result = v1(service, language="sh", script="grep Cpus_allowed_list /proc/self/status")
+        assert result["environment"]["cpuset"] == "1"
+        if service.runtime == "runc":  # gVisor shows its own view of the CPUs
+            assert result["runs"][0]["stdout"].split() == ["Cpus_allowed_list:", "1"]
+        unpinned = launch(tmp_path / "b", "--workers", "1", "--no-pin-cpus")
+        try:
+            assert v1(unpinned, language="sh", script="true")["environment"]["cpuset"] is None
+        finally:
+            assert unpinned.stop() == 0
+    finally:
+        assert service.stop() == 0
