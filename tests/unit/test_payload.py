@@ -10,7 +10,13 @@ import pytest
 from bgcompiler.errors import InvalidRequest
 from bgcompiler.models import SandboxFile
 from bgcompiler.sandbox.measure import NONCE_NAME
-from bgcompiler.sandbox.payload import STDIN_NAME, bootstrap_command, build_payload, check_file_name
+from bgcompiler.sandbox.payload import (
+    COMMAND_NAME,
+    STDIN_NAME,
+    bootstrap_command,
+    build_payload,
+    check_file_name,
+)
 
 
 def test_payload_holds_each_file_its_parents_and_stdin() -> None:
@@ -20,7 +26,8 @@ def test_payload_holds_each_file_its_parents_and_stdin() -> None:
         SandboxFile("lib/util/x.h", b"\x00\xff binary"),
         SandboxFile("run", b"#!/bin/sh", executable=True),
     ]
-    archive = tarfile.open(fileobj=io.BytesIO(build_payload(files, b"in\x00put", "n0nce")))  # noqa: SIM115  (in memory)
+    payload = build_payload(files, b"in\x00put", "n0nce", "run it")
+    archive = tarfile.open(fileobj=io.BytesIO(payload))  # noqa: SIM115  (in memory)
     members = {m.name: m for m in archive.getmembers()}
     assert list(members) == [
         "main.c",
@@ -30,6 +37,7 @@ def test_payload_holds_each_file_its_parents_and_stdin() -> None:
         "run",
         STDIN_NAME,
         NONCE_NAME,
+        COMMAND_NAME,
     ]
     assert members["lib"].isdir()
     assert members["run"].mode == 0o755
@@ -43,6 +51,7 @@ def test_payload_holds_each_file_its_parents_and_stdin() -> None:
     assert read("lib/util/x.h") == b"\x00\xff binary"
     assert read(STDIN_NAME) == b"in\x00put"
     assert read(NONCE_NAME) == b"n0nce"
+    assert read(COMMAND_NAME) == b"run it"
 
 
 @pytest.mark.parametrize(
@@ -59,6 +68,7 @@ def test_payload_holds_each_file_its_parents_and_stdin() -> None:
         "x" * 300,
         STDIN_NAME,
         NONCE_NAME,
+        COMMAND_NAME,
     ],
 )
 def test_unsafe_or_reserved_names_are_refused(name: str) -> None:
@@ -73,8 +83,9 @@ def test_ordinary_names_are_accepted(name: str) -> None:
     check_file_name(name)
 
 
-def test_the_user_command_is_an_argument_not_part_of_the_script() -> None:
-    """The command reaches the bootstrap as $1, so no quoting of it is ever needed."""
-    command = bootstrap_command("python3 'main.py' \"$HOME\"", 5000)
-    assert command[:2] == ["/bin/sh", "-c"]
-    assert command[-1] == "python3 'main.py' \"$HOME\""
+def test_the_container_command_does_not_depend_on_the_run() -> None:
+    """The user's command travels in the archive: the Cmd is the same for every run with the
+    same limits, so a container can be started before its run is known."""
+    assert bootstrap_command(5000) == bootstrap_command(5000)
+    assert bootstrap_command(5000)[:2] == ["/bin/sh", "-c"]
+    assert bootstrap_command(5000) != bootstrap_command(6000)

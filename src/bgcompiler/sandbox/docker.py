@@ -213,7 +213,7 @@ class DockerSandbox:
         nonce = new_nonce()
         stdout_limit = cap + (self._artifact_bytes + ARTIFACTS_ROOM if spec.artifacts else 0)
         capture = _Capture({STDOUT: stdout_limit, STDERR: cap + RECORD_RESERVE})
-        payload = build_payload(spec.files, spec.stdin, nonce)
+        payload = build_payload(spec.files, spec.stdin, nonce, spec.command)
         killed = False
         async with await self._engine.attach(container_id) as stream:
             await self._engine.start(container_id)

@@ -81,9 +81,7 @@ def container_config(spec: RunSpec, labels: dict[str, str], helper: str) -> dict
         host_config["Runtime"] = spec.runtime
     return {
         "Image": spec.image,
-        "Cmd": bootstrap_command(
-            spec.command, round(limits.timeout_s * 1000), artifacts=spec.artifacts
-        ),
+        "Cmd": bootstrap_command(round(limits.timeout_s * 1000), artifacts=spec.artifacts),
         "Entrypoint": [],
         "WorkingDir": WORKDIR,
         "User": f"{SANDBOX_UID}:{SANDBOX_UID}",

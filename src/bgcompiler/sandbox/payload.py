@@ -21,28 +21,33 @@ from bgcompiler.sandbox.measure import HELPER_IN_CONTAINER, NONCE_NAME
 
 WORKDIR = "/bg"
 STDIN_NAME = ".bgc-stdin"
-RESERVED_NAMES = (STDIN_NAME, NONCE_NAME)
+COMMAND_NAME = ".bgc-cmd"
+RESERVED_NAMES = (STDIN_NAME, NONCE_NAME, COMMAND_NAME)
 MAX_NAME_BYTES = 255
 UNPACK_FAILED_EXIT = 125
 ARTIFACTS_MARK = b"\x1d"
 
+# Unpacks the archive arriving on stdin; takes the command out of it; makes the stdin file
+# the standard input. The command travels in the archive, not on the container's command
+# line, so that a container can be created and started before its run is known (the pool).
 _UNPACK = (
     f"cd {WORKDIR} && tar -xmf -"
     f' || {{ echo "bg-compiler: cannot unpack the files into {WORKDIR}'
     ' (the image needs /bin/sh and tar)" >&2;'
     f" exit {UNPACK_FAILED_EXIT}; }}\n"
+    f"command=$(cat {COMMAND_NAME}) && rm -f {COMMAND_NAME}\n"
     f"exec 0<{STDIN_NAME} && rm -f {STDIN_NAME}\n"
 )
 
 
-def bootstrap_command(command: str, timeout_ms: int, *, artifacts: bool = False) -> list[str]:
-    """The container's Cmd: unpack stdin's archive, then run `command` under the helper.
+def bootstrap_command(timeout_ms: int, *, artifacts: bool = False) -> list[str]:
+    """The container's Cmd: unpack stdin's archive, then run its command under the helper.
 
-    `command` is passed as $1, never spliced into the script. With `artifacts`, once the
-    command succeeded, the whole work directory follows on stdout as a tar stream, after a
-    mark made of the nonce (a compile stage hands its results to the runs this way).
+    With `artifacts`, once the command succeeded, the whole work directory follows on stdout
+    as a tar stream, after a mark made of the nonce (a compile stage hands its results to
+    the runs this way).
     """
-    measured = f'{HELPER_IN_CONTAINER} {NONCE_NAME} {timeout_ms} /bin/sh -c "$1"'
+    measured = f'{HELPER_IN_CONTAINER} {NONCE_NAME} {timeout_ms} /bin/sh -c "$command"'
     if not artifacts:
         script = _UNPACK + f"exec {measured}"
     else:
@@ -51,7 +56,7 @@ def bootstrap_command(command: str, timeout_ms: int, *, artifacts: bool = False)
             + f"mark=$(cat {NONCE_NAME})\n{measured}\ncode=$?\n"
             + "[ $code -eq 0 ] && printf '\\035%s' \"$mark\" && tar -cf - .\nexit $code"
         )
-    return ["/bin/sh", "-c", script, "bg-compiler", command]
+    return ["/bin/sh", "-c", script]
 
 
 def check_file_name(name: str, field: str = "files") -> None:
@@ -67,8 +72,8 @@ def check_file_name(name: str, field: str = "files") -> None:
         raise InvalidRequest(f"file name {name!r} is reserved", field)
 
 
-def build_payload(files: Iterable[SandboxFile], stdin: bytes, nonce: str) -> bytes:
-    """A ustar archive of the files (plus parent directories), stdin and the nonce."""
+def build_payload(files: Iterable[SandboxFile], stdin: bytes, nonce: str, command: str) -> bytes:
+    """A ustar archive of the files (plus parent directories), stdin, nonce and command."""
     now = int(time.time())
     buffer = io.BytesIO()
     seen_dirs: set[str] = set()
@@ -83,6 +88,7 @@ def build_payload(files: Iterable[SandboxFile], stdin: bytes, nonce: str) -> byt
             _add(archive, file.name, file.content, 0o755 if file.executable else 0o644, now)
         _add(archive, STDIN_NAME, stdin, 0o400, now)
         _add(archive, NONCE_NAME, nonce.encode("ascii"), 0o400, now)
+        _add(archive, COMMAND_NAME, command.encode("utf-8"), 0o400, now)
     return buffer.getvalue()
 
 
