@@ -22,9 +22,11 @@ BUSYBOX = "bgc/busybox:latest"
 PYTHON = "bgc/python:3"
 
 
-def our_containers() -> list[str]:
+def our_containers(instance: str | None = None) -> list[str]:
+    """Containers of the service (of one instance of it, when given)."""
+    label = f"io.bg-compiler.instance={instance}" if instance else SERVICE_LABEL
     out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={SERVICE_LABEL}"],
+        ["docker", "ps", "-aq", "--filter", f"label={label}"],
         capture_output=True,
         text=True,
         check=True,
@@ -67,6 +69,26 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def status(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.client.get("/api/v1/status").json()
+        return found
+
+    def settled(self, timeout: float = 15) -> bool:
+        """Waits until every container of this instance is a warm one, waiting for a run:
+        none is being removed, and none exists that the service does not account for."""
+
+        def accounted() -> bool:
+            sandbox = self.status()["sandbox"]
+            if sandbox["removing"]:
+                return False
+            expected = sandbox["pool_ready"] + sandbox["pool_starting"]
+            return len(our_containers(sandbox["instance"])) == expected
+
+        return wait_until(accounted, timeout=timeout, interval=0.2)
+
+    def busy(self) -> bool:
+        return bool(self.status()["busy_workers"])
 
     def compile(self, **body: Any) -> httpx.Response:
         return self.client.post("/compile", json=body)

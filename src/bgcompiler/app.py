@@ -45,6 +45,7 @@ def docker_sandbox(settings: Settings) -> DockerSandbox:
         check_limits=limits_from(settings),
         helper=str(helper),
         artifact_bytes=settings.artifacts * 1024 * 1024,
+        pool_budget=settings.pool_budget,
     )
 
 

@@ -66,6 +66,9 @@ def main() -> None:
 @click.option("--helper", help="The bgc-run helper binary. [built from source, cached]")
 @click.option("--cache-dir", help="Where the built helper is kept. [~/.cache/bg-compiler]")
 @click.option("--artifacts", type=int, help="MB a compile stage may hand to its runs. [64]")
+@click.option(
+    "--pool", type=int, help="Containers kept started ahead of demand; 0: off. [2 x workers]"
+)
 @click.option("--languages", help="The language registry, a TOML file. [shipped one]")
 @click.option("--pin-cpus/--no-pin-cpus", default=None, help="Pin runs to spare CPUs. [on]")
 @click.option("--state-dir", help="Directory of live instances' lock files. [/run/bg-compiler]")

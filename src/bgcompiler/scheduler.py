@@ -86,6 +86,10 @@ class Scheduler:
     def busy_workers(self) -> int:
         return self._busy_workers
 
+    @property
+    def workers(self) -> int:
+        return self._workers
+
     def check_room(self, runs: int) -> None:
         """Raises Busy/ShuttingDown now if a job of `runs` runs would be refused.
 

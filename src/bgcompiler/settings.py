@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="where the built helper is kept",
     )
     artifacts: int = Field(64, ge=1, description="MB a compile stage may hand to its runs")
+    pool: int | None = Field(
+        None,
+        ge=0,
+        description="containers kept started ahead of demand, all keys together; "
+        "default twice --workers; 0 turns the warm pool off",
+    )
     languages: str | None = Field(
         None, description="the language registry (TOML); default: the one shipped"
     )
@@ -86,6 +92,10 @@ class Settings(BaseSettings):
     def runtime_name(self) -> str | None:
         """The runtime to ask the engine for; None means the engine's default (runc)."""
         return self.runtime if self.gvisor else None
+
+    @property
+    def pool_budget(self) -> int:
+        return 2 * self.workers if self.pool is None else self.pool
 
     @property
     def output_bytes(self) -> int:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import itertools
 import subprocess
 import threading
-import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON, SERVICE_LABEL, Server, docker_inspect, our_containers, wait_until
+from tests.conftest import PYTHON, Server, docker_inspect, our_containers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -161,9 +160,11 @@ def test_containers_are_configured_labelled_and_removed_after(server: Server) ->
     After: the container is gone."""
     seen: list[dict[str, Any]] = []
 
+    instance = server.status()["sandbox"]["instance"]
+
     def watch() -> None:
         def found() -> bool:
-            for container in our_containers():
+            for container in our_containers(instance):
                 seen.append(docker_inspect(container))
             return bool(seen)
 
@@ -185,19 +186,19 @@ def test_containers_are_configured_labelled_and_removed_after(server: Server) ->
     assert host["CpuShares"] == 1024
     assert host["NanoCpus"] == 1_000_000_000
     assert host.get("Runtime") == server.runtime
-    assert wait_until(
-        lambda: not any(config["Id"].startswith(c) for c in our_containers()), timeout=5
-    )
+    assert server.settled()
 
 
 @pytest.mark.parametrize("count", [0, -1, 10**9, 21])
 def test_count_out_of_range_creates_nothing(server: Server, count: int) -> None:
     """Seed bug: count 0 gave [], count 10^9 created containers without end. Now: 422, none made."""
-    before = set(our_containers())
+    assert server.settled()
+    instance = server.status()["sandbox"]["instance"]
+    before = set(our_containers(instance))
     response = server.compile(script="echo", image="bgc/busybox:latest", cmd="sh", count=count)
     assert response.status_code == 422
     assert response.json()["field"] == "count"
-    assert set(our_containers()) <= before
+    assert set(our_containers(instance)) == before
 
 
 @pytest.mark.parametrize(
@@ -235,7 +236,6 @@ def test_two_runs_do_not_share_files(server: Server) -> None:
 
 
 def test_service_stays_healthy(server: Server) -> None:
-    """After everything above, GET / still answers 200 and no container of ours is running."""
+    """After everything above, GET / still answers 200 and only warm containers remain."""
     assert server.client.get("/").status_code == 200
-    assert wait_until(lambda: not our_containers(), timeout=5), SERVICE_LABEL
-    time.sleep(0)
+    assert server.settled()

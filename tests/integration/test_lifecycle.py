@@ -83,7 +83,7 @@ def test_start_removes_leftovers_of_dead_instances_only(tmp_path: Path) -> None:
 
 def test_sigkill_leftovers_are_removed_by_the_next_start(tmp_path: Path) -> None:
     """A service killed with SIGKILL mid-run leaves containers; the next start removes them."""
-    server = launch(tmp_path, "--timeout", "60")
+    server = launch(tmp_path, "--timeout", "60", "--pool", "0")
     request = threading.Thread(
         target=lambda: _ignore_errors(lambda: server.run("sleep 60")), daemon=True
     )
@@ -102,7 +102,7 @@ def test_sigkill_leftovers_are_removed_by_the_next_start(tmp_path: Path) -> None
 
 def test_full_backlog_answers_503_at_once(tmp_path: Path) -> None:
     """Seed bug: --backlog had no effect and a full queue blocked. Now 503 + Retry-After, fast."""
-    server = launch(tmp_path, "--workers", "1", "--backlog", "1")
+    server = launch(tmp_path, "--workers", "1", "--backlog", "1", "--pool", "0")
     try:
         busy = threading.Thread(target=lambda: server.run("sleep 2"), daemon=True)
         busy.start()
@@ -124,7 +124,9 @@ def test_full_backlog_answers_503_at_once(tmp_path: Path) -> None:
 
 def test_sigterm_lets_short_runs_finish_and_kills_long_ones(tmp_path: Path) -> None:
     """On SIGTERM, a run that ends within the grace answers; a longer one is killed; none left."""
-    server = launch(tmp_path, "--timeout", "60", "--shutdown-grace", "2", "--workers", "2")
+    server = launch(
+        tmp_path, "--timeout", "60", "--shutdown-grace", "2", "--workers", "2", "--pool", "0"
+    )
     short: dict[str, object] = {}
     threads = [
         threading.Thread(target=lambda: short.update(server.run("sleep 1; echo finished"))),
@@ -145,7 +147,7 @@ def test_sigterm_lets_short_runs_finish_and_kills_long_ones(tmp_path: Path) -> N
 
 def test_client_disconnect_drops_queued_runs_and_kills_the_running_one(tmp_path: Path) -> None:
     """A client that goes away: its running container is killed and its other runs never start."""
-    server = launch(tmp_path, "--timeout", "60", "--workers", "1")
+    server = launch(tmp_path, "--timeout", "60", "--workers", "1", "--pool", "0")
     try:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(

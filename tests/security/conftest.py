@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import Server, our_containers, wait_until
+from tests.conftest import Server
 
 BENIGN = "echo benign"
 
@@ -16,4 +16,4 @@ def assert_contained(server: Server, result: dict[str, Any]) -> None:
     after = server.run(BENIGN)
     assert after["status"] == "ok", after
     assert after["stdout"] == "benign\n"
-    assert wait_until(lambda: not our_containers(), timeout=10), "a container was left behind"
+    assert server.settled(), "a container was left behind"

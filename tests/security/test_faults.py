@@ -69,8 +69,9 @@ def test_engine_restart_mid_batch(tmp_path: Path, engine_restored: None) -> None
 
     thread = threading.Thread(target=batch)
     thread.start()
+    instance = server.status()["sandbox"]["instance"]
     try:
-        assert wait_until(lambda: bool(our_containers()), timeout=10)
+        assert wait_until(server.busy, timeout=10)
         time.sleep(0.5)
         pid = dockerd_pid()
         os.kill(pid, signal.SIGTERM)
@@ -89,7 +90,7 @@ def test_engine_restart_mid_batch(tmp_path: Path, engine_restored: None) -> None
         assert server.run("echo recovered")["stdout"] == "recovered\n"
     finally:
         assert server.stop() == 0
-    assert wait_until(lambda: not our_containers(), timeout=15)
+    assert wait_until(lambda: not our_containers(instance), timeout=15)
 
 
 def test_engine_hang_fails_fast_and_frees_the_workers(
@@ -100,10 +101,11 @@ def test_engine_hang_fails_fast_and_frees_the_workers(
     server = launch(tmp_path, "--timeout", "3", "--workers", "1")
     in_flight: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: in_flight.update(server.run("sleep 1; echo x")))
+    instance = server.status()["sandbox"]["instance"]
     thread.start()
     pid = dockerd_pid()
     try:
-        assert wait_until(lambda: bool(our_containers()), timeout=10)
+        assert wait_until(server.busy, timeout=10)
         os.kill(pid, signal.SIGSTOP)
         started = time.monotonic()
         response = server.compile(script="echo", image=BUSYBOX, cmd="sh", count=1)
@@ -122,7 +124,7 @@ def test_engine_hang_fails_fast_and_frees_the_workers(
         assert server.run("echo fine")["stdout"] == "fine\n"
     finally:
         assert server.stop() == 0
-    assert wait_until(lambda: not our_containers(), timeout=20)
+    assert wait_until(lambda: not our_containers(instance), timeout=20)
 
 
 def test_overload_is_rejected_fast_and_accepted_runs_complete(tmp_path: Path) -> None:

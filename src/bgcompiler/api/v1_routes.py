@@ -46,6 +46,19 @@ async def languages(request: Request) -> list[dict[str, Any]]:
     return listed
 
 
+@router.get("/status", summary="Workers, queue and warm pool, right now")
+async def status(request: Request) -> dict[str, Any]:
+    svc = services(request)
+    return {
+        "workers": svc.scheduler.workers,
+        "busy_workers": svc.scheduler.busy_workers,
+        "waiting_runs": svc.scheduler.waiting_runs,
+        "backlog": svc.settings.backlog,
+        "runtime": svc.settings.runtime_name or "runc",
+        "sandbox": svc.sandbox.status(),
+    }
+
+
 @router.post(
     "/runs",
     summary="Compile once, run each test `count` times, judge and summarize",

@@ -73,6 +73,11 @@ class AttachedStream:
             raise SandboxError("the attach connection broke") from exc
         return kind, data
 
+    @property
+    def closed(self) -> bool:
+        """The engine ended the connection (the container is gone) or we closed it."""
+        return self._writer.is_closing() or self._reader.at_eof()
+
     def close(self) -> None:
         self._writer.close()
 

@@ -27,5 +27,8 @@ class Sandbox(Protocol):
         """The image's id. Raises ImageNotFound when it is absent, EngineUnavailable when the
         engine is."""
 
+    def status(self) -> dict[str, int | str]:
+        """Counts for GET /api/v1/status: warm containers, containers being removed, ..."""
+
     async def run(self, spec: RunSpec) -> RunResult:
         """Runs the spec once, in a container nobody else has used and nobody will reuse."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -15,9 +16,10 @@ from bgcompiler.sandbox.attach import STDERR, STDOUT, AttachedStream
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
 from bgcompiler.sandbox.measure import RECORD_RESERVE, new_nonce, split_record
-from bgcompiler.sandbox.monitor import ContainerWatch, EngineMonitor
+from bgcompiler.sandbox.monitor import EngineMonitor
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
 from bgcompiler.sandbox.payload import ARTIFACTS_MARK, build_payload
+from bgcompiler.sandbox.pool import Started, WarmPool
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +77,7 @@ class DockerSandbox:
         check_limits: Limits | None = None,
         helper: str,
         artifact_bytes: int = 64 * 1024 * 1024,
+        pool_budget: int = 0,
     ) -> None:
         self._engine = engine
         self._lease = lease
@@ -95,6 +98,11 @@ class DockerSandbox:
         )
         self._removals: set[asyncio.Task[None]] = set()
         self._monitor = EngineMonitor(engine, lease.labels)
+        self._pool = (
+            WarmPool(self._launch, self._discard, self._monitor, budget=pool_budget)
+            if pool_budget > 0
+            else None
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -106,6 +114,8 @@ class DockerSandbox:
             await self.remove_orphans()
             if self._check_runtime:
                 await self._prove_runtime(self._check_runtime)
+            if self._pool is not None:
+                self._pool.start()
         except EngineUnavailable as exc:
             await self._abandon()
             raise StartupError(f"{exc.message}; is dockerd running?") from exc
@@ -123,6 +133,8 @@ class DockerSandbox:
 
     async def close(self) -> None:
         """Waits for pending removals, then removes anything of this instance still there."""
+        if self._pool is not None:
+            await self._pool.close()
         if self._removals:
             await asyncio.gather(*self._removals, return_exceptions=True)
         with contextlib.suppress(BgcError):
@@ -164,7 +176,7 @@ class DockerSandbox:
             runtime=runtime,
         )
         await self.check_image(self._check_image)
-        result = await self.run(spec)
+        result = await self._run(spec, warm=False)
         if result.stdout != b"ok\n" or result.exit_code != 0:
             reason = result.error or result.stderr.decode(errors="replace")
             raise StartupError(
@@ -177,18 +189,30 @@ class DockerSandbox:
     async def ping(self) -> None:
         await self._engine.ping()
 
+    def status(self) -> dict[str, int | str]:
+        return {
+            "instance": self._lease.instance_id,
+            "pool_ready": self._pool.size if self._pool else 0,
+            "pool_starting": self._pool.starting if self._pool else 0,
+            "removing": len(self._removals),
+        }
+
     async def check_image(self, image: str) -> str:
         return str((await self._engine.image_exists(image)).get("Id", ""))
 
     async def run(self, spec: RunSpec) -> RunResult:
-        container_id: str | None = None
+        return await self._run(spec, warm=self._pool is not None)
+
+    async def _run(self, spec: RunSpec, *, warm: bool) -> RunResult:
+        started = self._pool.take(spec) if warm and self._pool is not None else None
+        container_id = started.container_id if started else None
         try:
-            container_id = await self._engine.create(
-                container_config(spec, self._lease.labels, self._helper)
-            )
-            watch = self._monitor.watch(container_id)
-            result = await self._execute(container_id, spec, watch)
-            if await self._monitor.interrupted(watch):
+            if started is None:  # nothing warm for this spec: start one now
+                started = await self._launch(spec)
+                container_id = started.container_id
+            with contextlib.closing(started.stream):
+                result, certain = await self._execute(started, spec)
+            if not certain and await self._monitor.interrupted(started.watch):
                 # The engine stopped the container, or went away: the end we saw is not the
                 # program's own, whatever its exit code says.
                 return RunResult.internal(
@@ -207,7 +231,38 @@ class DockerSandbox:
 
     # --- one run ---------------------------------------------------------------------------
 
-    async def _execute(self, container_id: str, spec: RunSpec, watch: ContainerWatch) -> RunResult:
+    async def _launch(self, spec: RunSpec) -> Started:
+        """Creates, attaches (before start, so no output is missed) and starts a container."""
+        container_id = await self._engine.create(
+            container_config(spec, self._lease.labels, self._helper)
+        )
+        watch = self._monitor.watch(container_id)
+        try:
+            stream = await self._engine.attach(container_id)
+        except BgcError:
+            self._monitor.forget(container_id)
+            self._remove_later(container_id)
+            raise
+        try:
+            await self._engine.start(container_id)
+        except BaseException:
+            stream.close()
+            self._monitor.forget(container_id)
+            self._remove_later(container_id)
+            raise
+        return Started(container_id, stream, watch)
+
+    def _discard(self, started: Started) -> None:
+        """Removes a warm container that will not be used."""
+        started.stream.close()
+        self._monitor.forget(started.container_id)
+        self._remove_later(started.container_id)
+
+    async def _execute(self, started: Started, spec: RunSpec) -> tuple[RunResult, bool]:
+        """Runs the spec in a started container. Returns the result, and whether it is
+        certainly the program's own (the helper saw it exit by itself, and nothing touched
+        the container), in which case the engine need not be asked anything more."""
+        container_id, stream, watch = started.container_id, started.stream, started.watch
         limits = spec.limits
         cap = limits.output_bytes
         nonce = new_nonce()
@@ -215,29 +270,22 @@ class DockerSandbox:
         capture = _Capture({STDOUT: stdout_limit, STDERR: cap + RECORD_RESERVE})
         payload = build_payload(spec.files, spec.stdin, nonce, spec.command)
         killed = False
-        async with await self._engine.attach(container_id) as stream:
-            await self._engine.start(container_id)
-            started = time.monotonic()
-            feeder = asyncio.create_task(stream.send_stdin(payload))
-            try:
-                # The helper enforces the time limit itself, and reports; this deadline is
-                # the backstop for a run that keeps its container alive past the helper.
-                deadline = started + limits.timeout_s + HELPER_GRACE_S
-                timed_out, ended = await self._collect(stream, capture, deadline=deadline)
-                finished = time.monotonic()
-                if not ended:  # killed for time or output: keep what is already on its way
-                    watch.killing = killed = True
-                    await self._engine.kill(container_id)
-                    if not capture.passed:
-                        drain_until = time.monotonic() + DRAIN_AFTER_KILL_S
-                        await self._collect(stream, capture, deadline=drain_until)
-            finally:
-                feeder.cancel()
-        exit_code = await self._engine.wait(container_id)
-        state = (await self._engine.inspect(container_id)).get("State", {})
-        if state.get("Error"):
-            raise SandboxError(f"the engine reported: {state['Error']}")
-        oom_killed = bool(state.get("OOMKilled"))
+        begun = time.monotonic()
+        feeder = asyncio.create_task(stream.send_stdin(payload))
+        try:
+            # The helper enforces the time limit itself, and reports; this deadline is the
+            # backstop for a run that keeps its container alive past the helper.
+            deadline = begun + limits.timeout_s + HELPER_GRACE_S
+            timed_out, ended = await self._collect(stream, capture, deadline=deadline)
+            finished = time.monotonic()
+            if not ended:  # killed for time or output: keep what is already on its way
+                watch.killing = killed = True
+                await self._engine.kill(container_id)
+                if not capture.passed:
+                    drain_until = time.monotonic() + DRAIN_AFTER_KILL_S
+                    await self._collect(stream, capture, deadline=drain_until)
+        finally:
+            feeder.cancel()
 
         stdout, artifacts = bytes(capture.streams[STDOUT]), None
         if spec.artifacts:
@@ -245,8 +293,25 @@ class DockerSandbox:
         stderr, measured = split_record(bytes(capture.streams[STDERR]), nonce)
         truncated = capture.passed or len(stdout) > cap or len(stderr) > cap
         timed_out = timed_out or (measured is not None and measured.timed_out)
-        outside_ms = (finished - started) * 1000
-        return RunResult(
+        certain = (
+            measured is not None
+            and not killed
+            and os.WIFEXITED(measured.wait_status)
+            and os.WEXITSTATUS(measured.wait_status) == 0
+            and not watch.oom
+            and not self._monitor.interrupted_now(watch)
+        )
+        if certain:  # a clean exit 0, seen by the helper: no need to ask the engine
+            assert measured is not None
+            exit_code, oom_killed = 0, False
+        else:
+            exit_code = await self._engine.wait(container_id)
+            state = (await self._engine.inspect(container_id)).get("State", {})
+            if state.get("Error"):
+                raise SandboxError(f"the engine reported: {state['Error']}")
+            oom_killed = bool(state.get("OOMKilled")) or watch.oom
+        outside_ms = (finished - begun) * 1000
+        result = RunResult(
             status=classify(
                 exit_code=exit_code,
                 timed_out=timed_out,
@@ -268,6 +333,7 @@ class DockerSandbox:
             signal=measured.signal if measured else ("SIGKILL" if killed else None),
             artifacts=artifacts if artifacts is not None and not truncated else None,
         )
+        return result, certain
 
     @staticmethod
     async def _collect(

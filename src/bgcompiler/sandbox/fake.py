@@ -31,6 +31,9 @@ class FakeSandbox:
     async def close(self) -> None:
         self.closed = True
 
+    def status(self) -> dict[str, int | str]:
+        return {"instance": "fake", "pool_ready": 0, "pool_starting": 0, "removing": 0}
+
     async def ping(self) -> None:
         if not self.engine_up:
             raise EngineUnavailable("the fake engine is down")

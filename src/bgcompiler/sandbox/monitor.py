@@ -35,6 +35,7 @@ class ContainerWatch:
     generation: int
     killing: bool = False  # we asked for its kill: the kill event that follows is ours
     killed_by_other: bool = False
+    oom: bool = False  # the kernel killed a process of it for memory
     died: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -70,6 +71,10 @@ class EngineMonitor:
     def forget(self, container_id: str) -> None:
         self._watches.pop(container_id, None)
 
+    def interrupted_now(self, watch: ContainerWatch) -> bool:
+        """What is known already: a foreign kill seen, or the engine gone since the start."""
+        return watch.killed_by_other or self.generation != watch.generation or not self.connected
+
     async def interrupted(self, watch: ContainerWatch) -> bool:
         """True if the engine stopped this run's container, or went away, during the run."""
         if self.connected and not watch.died.is_set():
@@ -85,6 +90,8 @@ class EngineMonitor:
         action = event.get("Action") or event.get("status")
         if action == "kill" and not watch.killing:
             watch.killed_by_other = True
+        elif action == "oom":
+            watch.oom = True
         elif action == "die":
             watch.died.set()
 
