@@ -239,3 +239,14 @@ def test_service_stays_healthy(server: Server) -> None:
     """After everything above, GET / still answers 200 and only warm containers remain."""
     assert server.client.get("/").status_code == 200
     assert server.settled()
+
+
+def test_the_warm_pool_fills_and_is_used(server: Server) -> None:
+    """After a run, containers for its spec are started ahead; the next run takes one."""
+    for _ in range(2):
+        server.run("echo warm")
+    assert wait_until(lambda: server.status()["sandbox"]["pool_ready"] >= 1, timeout=10)
+    ready = server.status()["sandbox"]["pool_ready"]
+    assert server.run("echo taken")["stdout"] == "taken\n"
+    assert server.settled()
+    assert server.status()["sandbox"]["pool_ready"] >= ready - 1
