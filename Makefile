@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BGC := $(VENV)/bin/bg-compiler
 SETUP_STAMP := $(VENV)/.installed
 
-.PHONY: setup engine images start test test-unit check lint typecheck clean
+.PHONY: setup engine images start test test-unit check lint typecheck clean bench
 
 setup: $(SETUP_STAMP) engine images
 
@@ -42,3 +42,7 @@ typecheck: $(SETUP_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench: setup
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)

@@ -140,6 +140,7 @@ def launch(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     server = Server(process, port, state_dir, log_path, runtime)
+    _LAUNCHED.append(server)
     if wait:
 
         def ready() -> bool:
@@ -152,6 +153,9 @@ def launch(
 
         assert wait_until(ready, timeout=60), server.log()
     return server
+
+
+_LAUNCHED: list[Server] = []
 
 
 def docker_inspect(container: str) -> dict[str, Any]:
@@ -185,8 +189,13 @@ def server(
 
 @pytest.fixture(scope="session", autouse=True)
 def no_container_left_behind() -> Iterator[None]:
-    """After the whole suite, no container of ours remains on the engine."""
+    """After the whole suite, no service started by a test still runs (a failed test may
+    not have stopped its own), and no container of ours remains on the engine."""
     yield
+    for server in _LAUNCHED:
+        if server.process.poll() is None:
+            server.process.terminate()
+            server.process.wait(timeout=60)
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         return
     left = our_containers()

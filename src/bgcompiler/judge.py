@@ -45,8 +45,12 @@ class Plan:
     def total_runs(self) -> int:
         return self.measured_runs + self.warmup + (1 if self.compile_command else 0)
 
-    def run_spec(self, files: tuple[SandboxFile, ...], stdin: bytes) -> RunSpec:
-        return RunSpec(self.image, self.run_command, files, stdin, self.limits, self.runtime)
+    def run_spec(
+        self, files: tuple[SandboxFile, ...], stdin: bytes, *, quiet: bool = True
+    ) -> RunSpec:
+        return RunSpec(
+            self.image, self.run_command, files, stdin, self.limits, self.runtime, quiet=quiet
+        )
 
     def compile_spec(self) -> RunSpec:
         assert self.compile_command is not None

@@ -51,6 +51,10 @@ class RunSpec:
     runtime: str | None = None
     artifacts: bool = False  # a compile stage: return the work directory after success
     cpuset: str | None = None  # CPUs to pin the run to, e.g. "1"
+    # Wait until the engine work this service started in the background (removals, warm
+    # containers starting) is done before the program starts, so it does not share the CPUs
+    # with it: the runs of a timing comparison pay a little latency for clean figures.
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)

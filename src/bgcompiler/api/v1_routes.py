@@ -139,7 +139,7 @@ async def _spread(
     def one(stdin: bytes) -> Job[RunResult]:
         async def single(run: RunOnce) -> RunResult:
             assert files is not None
-            return await run(plan.run_spec(files, stdin))
+            return await run(plan.run_spec(files, stdin, quiet=False))
 
         return Job(1, single)
 

@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 DRAIN_AFTER_KILL_S = 1.0
 # The helper kills at the time limit; the container is killed from outside this much later.
 HELPER_GRACE_S = 1.0
+# A quiet run waits at most this long for background engine work to finish.
+QUIET_WAIT_S = 5.0
 # Room for the artifacts mark (and its nonce) on a compile stage's stdout.
 ARTIFACTS_ROOM = 64
 
@@ -210,6 +212,8 @@ class DockerSandbox:
             if started is None:  # nothing warm for this spec: start one now
                 started = await self._launch(spec)
                 container_id = started.container_id
+            if spec.quiet:
+                await self._settle()
             with contextlib.closing(started.stream):
                 result, certain = await self._execute(started, spec)
             if not certain and await self._monitor.interrupted(started.watch):
@@ -251,6 +255,15 @@ class DockerSandbox:
             self._remove_later(container_id)
             raise
         return Started(container_id, stream, watch)
+
+    async def _settle(self) -> None:
+        """Waits (a bounded time) for our background engine work to finish."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(QUIET_WAIT_S):
+                if self._pool is not None:
+                    await self._pool.settle()
+                if self._removals:
+                    await asyncio.wait(list(self._removals))
 
     def _discard(self, started: Started) -> None:
         """Removes a warm container that will not be used."""

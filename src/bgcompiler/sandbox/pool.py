@@ -81,6 +81,11 @@ class WarmPool:
     def starting(self) -> int:
         return sum(self._filling.values())
 
+    async def settle(self) -> None:
+        """Returns once no container is being started for the pool."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_idle(), name="pool-reaper")
 
