@@ -38,7 +38,12 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 WORKLOADS: dict[str, dict[str, Any]] = {
-    "echo": {"image": "bgc/busybox:latest", "cmd": ["echo", "hi"], "script": "echo hi", "run": "sh"},
+    "echo": {
+        "image": "bgc/busybox:latest",
+        "cmd": ["echo", "hi"],
+        "script": "echo hi",
+        "run": "sh",
+    },
     "python": {
         "image": "bgc/python:3",
         "cmd": ["python3", "-c", "print('hello, world!')"],
@@ -174,7 +179,9 @@ class Floors:
             await keeper.delete(force=True)
 
 
-async def post_compile(session: aiohttp.ClientSession, url: str, workload: str, count: int = 1) -> list[dict[str, Any]]:
+async def post_compile(
+    session: aiohttp.ClientSession, url: str, workload: str, count: int = 1
+) -> list[dict[str, Any]]:
     spec = WORKLOADS[workload]
     body = {"script": spec["script"], "image": spec["image"], "cmd": spec["run"], "count": count}
     async with session.post(f"{url}/compile", json=body) as response:
@@ -214,10 +221,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await service.start(state)
     docker = aiodocker.Docker()
     floors = Floors(docker)
-    data: dict[str, Any] = {"latency": {}, "throughput": {}, "batch": {}, "service": {}, "stability": {}}
+    data: dict[str, Any] = {
+        "latency": {},
+        "throughput": {},
+        "batch": {},
+        "service": {},
+        "stability": {},
+    }
     cases = [(w, r) for r in runtimes for w in WORKLOADS]
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=600)) as session:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=600)
+        ) as session:
             # Warm everything once: images in the page cache, the pool filled.
             for workload, runtime in cases:
                 await floors.cold(workload, runtime)
@@ -237,7 +252,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         entry["cold"].append(await floors.cold(workload, runtime))
                         entry["exec"].append(await floors.exec(workload, runtime))
                         url = services[runtime].url
-                        entry["service"].append(await timed(lambda: post_compile(session, url, workload)))
+                        entry["service"].append(
+                            await timed(lambda: post_compile(session, url, workload))
+                        )
                         runs_served[runtime] += 1
 
             # Throughput per concurrency, engine and service alternating at each level.
@@ -247,8 +264,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 url = services[runtime].url
                 for level in args.levels:
                     total = args.throughput_runs
-                    entry["engine"][level] = await throughput(lambda: floors.cold(workload, runtime), level, total)
-                    entry["service"][level] = await throughput(lambda: post_compile(session, url, workload), level, total)
+                    entry["engine"][level] = await throughput(
+                        lambda: floors.cold(workload, runtime), level, total
+                    )
+                    entry["service"][level] = await throughput(
+                        lambda: post_compile(session, url, workload), level, total
+                    )
                     runs_served[runtime] += total
 
             # A batch of 50 in one request.
@@ -260,7 +281,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
             for runtime, service in services.items():
                 used = proc_cpu_s(service.pid) - cpu_before[runtime]
-                data["service"][runtime] = {"cpu_ms_per_run": used * 1000 / runs_served[runtime], "runs": runs_served[runtime]}
+                data["service"][runtime] = {
+                    "cpu_ms_per_run": used * 1000 / runs_served[runtime],
+                    "runs": runs_served[runtime],
+                }
 
             # Timing stability: 20 sequential runs of a CPU-bound program, and the same
             # program run natively (same interpreter binary, chroot) before and after, to show
@@ -269,10 +293,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             data["stability"]["native-before"] = native_runs(root, 20)
             for runtime in runtimes:
                 body = {"language": "python", "script": CPU_BOUND, "count": 20, "warmup": 2}
-                async with session.post(f"{services[runtime].url}/api/v1/runs", json=body) as response:
+                async with session.post(
+                    f"{services[runtime].url}/api/v1/runs", json=body
+                ) as response:
                     summary = (await response.json())["summary"]
                 data["stability"][runtime] = {
-                    "cpu_ms": summary["cpu_ms"], "wall_ms": summary["wall_ms"], "statuses": summary["statuses"]
+                    "cpu_ms": summary["cpu_ms"],
+                    "wall_ms": summary["wall_ms"],
+                    "statuses": summary["statuses"],
                 }
             data["stability"]["native-after"] = native_runs(root, 20)
 
@@ -296,7 +324,9 @@ def export_image(image: str, root: Path) -> Path:
     if (root / "usr" / "bin" / "python3").exists():
         return root
     root.mkdir(parents=True, exist_ok=True)
-    container = subprocess.run(["docker", "create", image, "true"], capture_output=True, text=True, check=True).stdout.strip()
+    container = subprocess.run(
+        ["docker", "create", image, "true"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     try:
         exported = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
         subprocess.run(["tar", "-x", "-C", str(root)], stdin=exported.stdout, check=True)
@@ -332,7 +362,10 @@ async def queue_2000(service: Service) -> dict[str, float]:
     body = {"script": "sleep 1", "image": "bgc/busybox:latest", "cmd": "sh", "count": 100}
     before = proc_peak_rss_mb(service.pid)
     async with aiohttp.ClientSession() as session:
-        tasks = [asyncio.create_task(session.post(f"{service.url}/compile", json=body)) for _ in range(20)]
+        tasks = [
+            asyncio.create_task(session.post(f"{service.url}/compile", json=body))
+            for _ in range(20)
+        ]
         for _ in range(100):
             async with session.get(f"{service.url}/api/v1/status") as response:
                 status = await response.json()
@@ -372,7 +405,9 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         )
     lines += [
         "",
-        "## Throughput at saturation (runs/s, best over concurrency " + ", ".join(map(str, args.levels)) + ")",
+        "## Throughput at saturation (runs/s, best over concurrency "
+        + ", ".join(map(str, args.levels))
+        + ")",
         "",
         "| case | engine cold runs | service | service / engine | target |",
         "|---|---|---|---|---|",
@@ -381,12 +416,26 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         engine = max(entry["engine"].values())
         svc = max(entry["service"].values())
         ratio = svc / engine
-        lines.append(f"| {key} | {engine:.1f} | {svc:.1f} | **{ratio:.2f}x** | >= 0.95x {'met' if ratio >= 0.95 else 'missed'} |")
-    lines += ["", "Per concurrency level (runs/s):", "", "| case | " + " | ".join(f"c={c} engine / service" for c in args.levels) + " |", "|---|" + "---|" * len(args.levels)]
+        lines.append(
+            f"| {key} | {engine:.1f} | {svc:.1f} | **{ratio:.2f}x** | >= 0.95x {'met' if ratio >= 0.95 else 'missed'} |"
+        )
+    lines += [
+        "",
+        "Per concurrency level (runs/s):",
+        "",
+        "| case | " + " | ".join(f"c={c} engine / service" for c in args.levels) + " |",
+        "|---|" + "---|" * len(args.levels),
+    ]
     for key, entry in data["throughput"].items():
         cells = [f"{entry['engine'][c]:.1f} / {entry['service'][c]:.1f}" for c in args.levels]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", "## A batch of count 50 in one request", "", "| case | time | runs/s |", "|---|---|---|"]
+    lines += [
+        "",
+        "## A batch of count 50 in one request",
+        "",
+        "| case | time | runs/s |",
+        "|---|---|---|",
+    ]
     for key, entry in data["batch"].items():
         lines.append(f"| {key} | {entry['ms']:.0f} ms | {entry['runs_per_s']:.1f} |")
     lines += ["", "## The service's own cost", "", "| measure | value | target |", "|---|---|---|"]
@@ -401,16 +450,29 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         f"| peak RSS with {rss['waiting_runs']} runs queued | {rss['peak_rss_mb']:.1f} MB | "
         f"< 150 MB {'met' if rss['peak_rss_mb'] < 150 else 'missed'} |"
     )
-    lines += ["", "## Timing stability (20 sequential runs of a CPU-bound Python loop)", "",
-              "| runtime | cpu_ms median | cv of cpu_ms | wall_ms median | cv of wall_ms | target (cv of cpu_ms) |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Timing stability (20 sequential runs of a CPU-bound Python loop)",
+        "",
+        "| runtime | cpu_ms median | cv of cpu_ms | wall_ms median | cv of wall_ms | target (cv of cpu_ms) |",
+        "|---|---|---|---|---|---|",
+    ]
     for runtime, entry in data["stability"].items():
         cv = entry["cpu_ms"]["cv"]
-        verdict = ("<= 3% " + ("met" if cv <= 0.03 else "missed")) if not runtime.startswith("native") else "(reference: no container)"
+        verdict = (
+            ("<= 3% " + ("met" if cv <= 0.03 else "missed"))
+            if not runtime.startswith("native")
+            else "(reference: no container)"
+        )
         lines.append(
             f"| {runtime} | {entry['cpu_ms']['median']:.1f} | {cv * 100:.2f}% | {entry['wall_ms']['median']:.1f} | "
             f"{entry['wall_ms']['cv'] * 100:.2f}% | {verdict} |"
         )
-    lines += ["", "Raw figures: `benchmarks/results/latest.json`. Chart: `benchmarks/results/latest.png`.", ""]
+    lines += [
+        "",
+        "Raw figures: `benchmarks/results/latest.json`. Chart: `benchmarks/results/latest.png`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -433,8 +495,20 @@ def chart(data: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
     left.set_title("Single-run latency: engine floors vs our service")
     for key in keys:
         entry = data["throughput"][key]
-        right.plot(args.levels, [entry["engine"][c] for c in args.levels], "--", marker="o", label=f"{key} engine")
-        right.plot(args.levels, [entry["service"][c] for c in args.levels], "-", marker="s", label=f"{key} service")
+        right.plot(
+            args.levels,
+            [entry["engine"][c] for c in args.levels],
+            "--",
+            marker="o",
+            label=f"{key} engine",
+        )
+        right.plot(
+            args.levels,
+            [entry["service"][c] for c in args.levels],
+            "-",
+            marker="s",
+            label=f"{key} service",
+        )
     right.set_xlabel("concurrent clients")
     right.set_ylabel("runs/s")
     right.set_xscale("log", base=2)

@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 DRAIN_AFTER_KILL_S = 1.0
 # The helper kills at the time limit; the container is killed from outside this much later.
 HELPER_GRACE_S = 1.0
+# How long a present image is taken to be still present without asking the engine.
+IMAGE_CACHE_S = 2.0
 # A quiet run waits at most this long for background engine work to finish.
 QUIET_WAIT_S = 5.0
 # Room for the artifacts mark (and its nonce) on a compile stage's stdout.
@@ -99,6 +101,7 @@ class DockerSandbox:
             disk_mb=4,
         )
         self._removals: set[asyncio.Task[None]] = set()
+        self._images: dict[str, tuple[str, float]] = {}
         self._monitor = EngineMonitor(engine, lease.labels)
         self._pool = (
             WarmPool(self._launch, self._discard, self._monitor, budget=pool_budget)
@@ -200,7 +203,15 @@ class DockerSandbox:
         }
 
     async def check_image(self, image: str) -> str:
-        return str((await self._engine.image_exists(image)).get("Id", ""))
+        """The image's id. A present image is remembered for a moment: under load, most
+        requests name the same few images, and each check is an Engine API call."""
+        now = time.monotonic()
+        known = self._images.get(image)
+        if known is not None and now - known[1] < IMAGE_CACHE_S:
+            return known[0]
+        image_id = str((await self._engine.image_exists(image)).get("Id", ""))
+        self._images[image] = (image_id, now)
+        return image_id
 
     async def run(self, spec: RunSpec) -> RunResult:
         return await self._run(spec, warm=self._pool is not None)
