@@ -216,7 +216,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     state = RESULTS / "state"
     state.mkdir(parents=True, exist_ok=True)
     runtimes = args.runtimes
-    services = {runtime: Service(runtime) for runtime in runtimes}
+    services = {runtime: Service(runtime, list(args.service_args)) for runtime in runtimes}
     for service in services.values():
         await service.start(state)
     docker = aiodocker.Docker()
@@ -388,8 +388,9 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine "
         f"({os.cpu_count()} CPUs) by `make bench`. "
         f"Latency: {args.rounds} alternating rounds of {args.block} samples per case; "
-        f"throughput: {args.throughput_runs} runs per concurrency level. All ratios compare "
-        "figures of this same run.",
+        f"throughput: {args.throughput_runs} runs per concurrency level. The service ran with "
+        f"`{' '.join(args.service_args) or '(defaults)'}`. All ratios compare figures of this "
+        "same run.",
         "",
         "## Single-run latency (concurrency 1)",
         "",
@@ -525,6 +526,12 @@ def main() -> None:
     parser.add_argument("--throughput-runs", type=int, default=40)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--runtimes", nargs="+", default=["runc", "runsc"])
+    parser.add_argument(
+        "--service-args",
+        nargs="*",
+        default=["--workers", "4"],
+        help="flags of the benchmarked service (runs at once: as many as saturate the engine)",
+    )
     args = parser.parse_args()
     data = asyncio.run(bench(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
