@@ -258,3 +258,24 @@ def test_runs_are_pinned_to_a_spare_cpu(tmp_path: Path) -> None:
             assert unpinned.stop() == 0
     finally:
         assert service.stop() == 0
+
+
+def test_long_nested_and_executable_files_arrive_intact(server: Server) -> None:
+    """Names past 100 bytes (ustar's prefix field), nested directories, modes, empty files."""
+    long_name = "deep/" + "d" * 90 + "/" + "f" * 60 + ".txt"
+    result = v1(
+        server,
+        image="bgc/busybox:latest",
+        run="cat " + long_name + "; ./tool; wc -c < empty; ls -l tool | cut -c1-10",
+        files=[
+            {"name": long_name, "content": "far down\n"},
+            {"name": "tool", "content": "#!/bin/sh\necho tool ran\n", "executable": True},
+            {"name": "empty", "content": ""},
+        ],
+    )
+    assert result["runs"][0]["stdout"].split("\n")[:4] == [
+        "far down",
+        "tool ran",
+        "0",
+        "-rwxr-xr-x",
+    ]

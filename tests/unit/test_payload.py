@@ -87,5 +87,6 @@ def test_the_container_command_does_not_depend_on_the_run() -> None:
     """The user's command travels in the archive: the Cmd is the same for every run with the
     same limits, so a container can be started before its run is known."""
     assert bootstrap_command(5000) == bootstrap_command(5000)
-    assert bootstrap_command(5000)[:2] == ["/bin/sh", "-c"]
+    assert bootstrap_command(5000) == ["/.bgc-run", "5000"]  # no shell, no tar: the helper
     assert bootstrap_command(5000) != bootstrap_command(6000)
+    assert bootstrap_command(5000, artifacts=True)[:2] == ["/bin/sh", "-c"]

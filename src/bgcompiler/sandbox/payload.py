@@ -27,36 +27,34 @@ MAX_NAME_BYTES = 255
 UNPACK_FAILED_EXIT = 125
 ARTIFACTS_MARK = b"\x1d"
 
-# Unpacks the archive arriving on stdin into /bg, then hands over to the helper, which takes
-# the command, the nonce and the stdin file out of it (and unlinks them) before the program
-# starts. The command travels in the archive, not on the container's command line, so
-# that a container can be created and started before its run is known (the warm pool).
-# Only builtins and one tar: each extra process costs ~10 ms under gVisor.
-_UNPACK = (
+# A run's container starts the helper directly: it unpacks the archive arriving on stdin
+# into /bg, takes the command, the nonce and the stdin file out of it (unlinking them)
+# and runs the command. The command travels in the archive, not on the container's command
+# line, so that a container can be created and started before its run is known (the warm
+# pool). No shell and no tar: each process costs ~10 ms under gVisor.
+# A compile stage needs its work directory back as a tar stream, so a small script unpacks
+# with tar, runs the helper, then writes the tar after the nonce mark.
+_COMPILE = (
     f"cd {WORKDIR} && tar -xmf -"
     f' || {{ echo "bg-compiler: cannot unpack the files into {WORKDIR}'
-    ' (the image needs /bin/sh and tar)" >&2;'
+    ' (a compile image needs /bin/sh and tar)" >&2;'
     f" exit {UNPACK_FAILED_EXIT}; }}\n"
+    f"read -r mark < {NONCE_NAME}\n"
+    "{helper}\ncode=$?\n"
+    "[ $code -eq 0 ] && printf '\\035%s' \"$mark\" && tar -cf - .\nexit $code"
 )
 
 
 def bootstrap_command(timeout_ms: int, *, artifacts: bool = False) -> list[str]:
-    """The container's Cmd: unpack stdin's archive, then run its command under the helper.
+    """The container's Cmd: the helper, which unpacks stdin's archive and runs its command.
 
-    With `artifacts`, once the command succeeded, the whole work directory follows on stdout
-    as a tar stream, after a mark made of the nonce (a compile stage hands its results to
-    the runs this way).
+    With `artifacts` (a compile stage), once the command succeeded, the whole work
+    directory follows on stdout as a tar stream, after a mark made of the nonce.
     """
-    measured = f"{HELPER_IN_CONTAINER} {timeout_ms}"
     if not artifacts:
-        script = _UNPACK + f"exec {measured}"
-    else:
-        script = (
-            _UNPACK
-            + f"read -r mark < {NONCE_NAME}\n{measured}\ncode=$?\n"
-            + "[ $code -eq 0 ] && printf '\\035%s' \"$mark\" && tar -cf - .\nexit $code"
-        )
-    return ["/bin/sh", "-c", script]
+        return [HELPER_IN_CONTAINER, str(timeout_ms)]
+    helper = f"{HELPER_IN_CONTAINER} {timeout_ms} --unpacked"
+    return ["/bin/sh", "-c", _COMPILE.replace("{helper}", helper)]
 
 
 def check_file_name(name: str, field: str = "files") -> None:

@@ -1,12 +1,14 @@
 /*
  * bgc-run: measures one program inside a run's container, and reports what it measured.
  *
- *   bgc-run TIMEOUT_MS
+ *   bgc-run TIMEOUT_MS [--unpacked]
  *
- * In the current directory it finds three files the service sent, reads them and unlinks
- * them before anything else runs: .bgc-nonce, .bgc-cmd (a shell command line) and
- * .bgc-stdin (which becomes standard input). Doing this here rather than in the bootstrap
- * script saves a process per file, which is most of a run's cost under gVisor.
+ * First it unpacks the run's archive (ustar, as the service writes it) from standard input
+ * into the current directory, unless --unpacked says a script did it already. Then it
+ * reads and unlinks the three files the service sent along, before anything else runs:
+ * .bgc-nonce, .bgc-cmd (a shell command line) and .bgc-stdin (which becomes standard
+ * input). Doing all this here rather than in a shell script with tar saves processes,
+ * which are most of a run's cost under gVisor.
  *
  * Runs `/bin/sh -c COMMAND` as a child in its own process group and waits for it. Measures the child's
  * wall time (CLOCK_MONOTONIC, from just before fork to its reaping), its CPU time and peak
@@ -31,6 +33,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,12 +70,98 @@ static char *take_file(const char *path, size_t limit) {
     return buffer;
 }
 
+static int read_exactly(int fd, char *buffer, size_t size) {
+    size_t used = 0;
+    while (used < size) {
+        ssize_t n = read(fd, buffer + used, size - used);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        used += (size_t)n;
+    }
+    return 0;
+}
+
+static long long octal(const char *field, size_t width) {
+    long long value = 0;
+    for (size_t i = 0; i < width && field[i] >= '0' && field[i] <= '7'; i++)
+        value = value * 8 + (field[i] - '0');
+    return value;
+}
+
+/* A name from the archive is used only if it stays below the current directory. */
+static int safe_name(const char *name) {
+    if (name[0] == 0 || name[0] == '/') return 0;
+    const char *part = name;
+    while (*part) {
+        const char *end = strchr(part, '/');
+        size_t length = end ? (size_t)(end - part) : strlen(part);
+        if ((length == 1 && part[0] == '.') || (length == 2 && part[0] == '.' && part[1] == '.'))
+            return 0;
+        if (!end) break;
+        part = end + 1;
+    }
+    return 1;
+}
+
+/* Unpacks a ustar stream from fd 0 into the current directory: files and directories. */
+static void unpack(void) {
+    char header[512], data[65536];
+    for (;;) {
+        if (read_exactly(0, header, sizeof(header)) != 0) fail("the archive ended early");
+        int empty = 1;
+        for (size_t i = 0; i < sizeof(header); i++) empty &= header[i] == 0;
+        if (empty) break;
+        char name[257] = {0};
+        if (header[345]) {
+            snprintf(name, sizeof(name), "%.155s/%.100s", header + 345, header);
+        } else {
+            snprintf(name, sizeof(name), "%.100s", header);
+        }
+        long long size = octal(header + 124, 12);
+        int mode = (int)octal(header + 100, 8) & 0777;
+        char type = header[156];
+        int fd = -1;
+        if (!safe_name(name)) {
+            errno = EINVAL;
+            fail("an unsafe name in the archive");
+        }
+        if (type == '5') {
+            if (mkdir(name, 0755) != 0 && errno != EEXIST) fail(name);
+        } else if (type == '0' || type == 0) {
+            fd = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
+            if (fd < 0) fail(name);
+        }
+        long long left = size + (512 - size % 512) % 512;
+        long long payload = size;
+        while (left > 0) {
+            size_t chunk = left < (long long)sizeof(data) ? (size_t)left : sizeof(data);
+            if (read_exactly(0, data, chunk) != 0) fail("the archive ended early");
+            if (fd >= 0 && payload > 0) {
+                size_t keep = payload < (long long)chunk ? (size_t)payload : chunk;
+                for (size_t done = 0; done < keep;) {
+                    ssize_t n = write(fd, data + done, keep - done);
+                    if (n < 0 && errno == EINTR) continue;
+                    if (n < 0) fail(name);
+                    done += (size_t)n;
+                }
+                payload -= (long long)keep;
+            }
+            left -= (long long)chunk;
+        }
+        if (fd >= 0) close(fd);
+    }
+    while (read(0, data, sizeof(data)) > 0) {
+        /* the record padding after the end mark */
+    }
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        dprintf(2, "usage: bgc-run TIMEOUT_MS\n");
+    if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--unpacked") != 0)) {
+        dprintf(2, "usage: bgc-run TIMEOUT_MS [--unpacked]\n");
         return 125;
     }
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (argc == 2) unpack();
 
     char *nonce = take_file(".bgc-nonce", 64);
     char *command = take_file(".bgc-cmd", 128 * 1024);
