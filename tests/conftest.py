@@ -158,11 +158,12 @@ def launch(
 _LAUNCHED: list[Server] = []
 
 
-def docker_inspect(container: str) -> dict[str, Any]:
-    out = subprocess.run(
-        ["docker", "inspect", container], capture_output=True, text=True, check=True
-    ).stdout
-    found: dict[str, Any] = json.loads(out)[0]
+def docker_inspect(container: str) -> dict[str, Any] | None:
+    """The container's configuration and state; None if it is already gone."""
+    done = subprocess.run(["docker", "inspect", container], capture_output=True, text=True)
+    if done.returncode != 0:
+        return None
+    found: dict[str, Any] = json.loads(done.stdout)[0]
     return found
 
 

@@ -165,7 +165,8 @@ def test_containers_are_configured_labelled_and_removed_after(server: Server) ->
     def watch() -> None:
         def found() -> bool:
             for container in our_containers(instance):
-                seen.append(docker_inspect(container))
+                if (config := docker_inspect(container)) is not None:
+                    seen.append(config)
             return bool(seen)
 
         wait_until(found, timeout=10, interval=0.05)

@@ -60,7 +60,7 @@ def test_cpu_time_of_a_busy_loop_matches_native_getrusage(server: Server, image_
     """
     native_cpu_ms(image_root)  # warm the page cache
     native, contained = [], []
-    for _ in range(5):
+    for _ in range(7):
         native.append(native_cpu_ms(image_root))
         result = server.run(BUSY_LOOP, image=PYTHON, cmd="python3", extension="py")
         assert result["status"] == "ok", result

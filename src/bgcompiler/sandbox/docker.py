@@ -15,7 +15,14 @@ from bgcompiler.models import Limits, RunResult, RunSpec, classify
 from bgcompiler.sandbox.attach import STDERR, STDOUT, AttachedStream
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
-from bgcompiler.sandbox.measure import RECORD_RESERVE, new_nonce, split_record
+from bgcompiler.sandbox.measure import (
+    RECORD_RESERVE,
+    RECORD_START,
+    end_mark,
+    new_nonce,
+    split_end_mark,
+    split_record,
+)
 from bgcompiler.sandbox.monitor import EngineMonitor
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
 from bgcompiler.sandbox.payload import ARTIFACTS_MARK, build_payload
@@ -44,6 +51,10 @@ class _Capture:
         default_factory=lambda: {STDOUT: bytearray(), STDERR: bytearray()}
     )
     passed: bool = False  # a stream went past its limit
+    # The helper's marks, once seen at the end of both streams, mean the program has ended
+    # and all its output is here: no need to wait for the container to end as well.
+    marks: dict[int, bytes] | None = None
+    marked: set[int] = field(default_factory=set)
 
     def feed(self, kind: int, data: bytes) -> bool:
         """Keeps what fits; returns False once a stream went past its limit."""
@@ -56,7 +67,15 @@ class _Capture:
             self.passed = True
             return False
         buffer += data
+        if self.marks is not None and kind not in self.marked:
+            mark = self.marks[kind]
+            if buffer.find(mark, max(0, len(buffer) - len(data) - len(mark))) >= 0:
+                self.marked.add(kind)
         return True
+
+    @property
+    def complete(self) -> bool:
+        return self.marks is not None and len(self.marked) == len(self.marks)
 
 
 def _split_artifacts(stdout: bytes, nonce: str) -> tuple[bytes, bytes | None]:
@@ -290,8 +309,11 @@ class DockerSandbox:
         limits = spec.limits
         cap = limits.output_bytes
         nonce = new_nonce()
-        stdout_limit = cap + (self._artifact_bytes + ARTIFACTS_ROOM if spec.artifacts else 0)
+        stdout_limit = cap + (self._artifact_bytes if spec.artifacts else 0) + ARTIFACTS_ROOM
         capture = _Capture({STDOUT: stdout_limit, STDERR: cap + RECORD_RESERVE})
+        if not spec.artifacts:  # a compile stage's stdout goes on after the program
+            mark = end_mark(nonce)
+            capture.marks = {STDOUT: mark, STDERR: RECORD_START + nonce.encode("ascii") + b" "}
         payload = build_payload(spec.files, spec.stdin, nonce, spec.command)
         killed = False
         begun = time.monotonic()
@@ -311,7 +333,7 @@ class DockerSandbox:
         finally:
             feeder.cancel()
 
-        stdout, artifacts = bytes(capture.streams[STDOUT]), None
+        stdout, artifacts = split_end_mark(bytes(capture.streams[STDOUT]), nonce), None
         if spec.artifacts:
             stdout, artifacts = _split_artifacts(stdout, nonce)
         stderr, measured = split_record(bytes(capture.streams[STDERR]), nonce)
@@ -372,6 +394,8 @@ class DockerSandbox:
                 while (frame := await stream.read_frame()) is not None:
                     if not capture.feed(*frame):
                         return False, False
+                    if capture.complete and capture.streams[STDERR].endswith(b"\n"):
+                        return False, True  # the program has ended; its output is all here
                 return False, True
         except TimeoutError:
             return True, False

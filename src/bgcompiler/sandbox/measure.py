@@ -67,6 +67,18 @@ class Measurement:
         return None
 
 
+def end_mark(nonce: str) -> bytes:
+    """What the helper writes on stdout once the program has ended."""
+    return RECORD_START + nonce.encode("ascii") + b"\n"
+
+
+def split_end_mark(stdout: bytes, nonce: str) -> bytes:
+    """The program's own stdout, without the helper's end mark."""
+    mark = end_mark(nonce)
+    at = stdout.rfind(mark)
+    return stdout if at < 0 else stdout[:at] + stdout[at + len(mark) :]
+
+
 def split_record(stderr: bytes, nonce: str) -> tuple[bytes, Measurement | None]:
     """The program's own stderr, and the helper's measurement when its record is there."""
     marker = RECORD_START + nonce.encode("ascii") + b" "

@@ -18,7 +18,9 @@
  *
  *   \x1e<nonce> <wall_ns> <user_us> <sys_us> <maxrss_kb> <wait_status> <timed_out>\n
  *
- * and exits with the child's exit status (128 + signal when killed).
+ * after writing "\x1e<nonce>\n" to stdout, and exits with the child's exit status (128 +
+ * signal when killed). Seeing both, the service knows that all the program's output has
+ * arrived (each stream is one pipe, in order) without waiting for the container to end.
  *
  * The record cannot be forged by the program: the nonce arrives in a file that is read and
  * unlinked before the program exists, it is never on a command line, and this process makes
@@ -213,6 +215,7 @@ int main(int argc, char **argv) {
 
     long long user_us = (long long)usage.ru_utime.tv_sec * 1000000LL + usage.ru_utime.tv_usec;
     long long sys_us = (long long)usage.ru_stime.tv_sec * 1000000LL + usage.ru_stime.tv_usec;
+    dprintf(1, "\x1e%s\n", nonce);
     dprintf(2, "\x1e%s %lld %lld %lld %ld %d %d\n", nonce, finished - started, user_us, sys_us,
             usage.ru_maxrss, status, timed_out);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
