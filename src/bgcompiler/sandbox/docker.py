@@ -34,8 +34,10 @@ log = structlog.get_logger(__name__)
 DRAIN_AFTER_KILL_S = 1.0
 # The helper kills at the time limit; the container is killed from outside this much later.
 HELPER_GRACE_S = 1.0
-# How long a present image is taken to be still present without asking the engine.
+# How long a present image is taken to be still present without asking the engine, and how
+# recent the engine's last answer must be for that.
 IMAGE_CACHE_S = 2.0
+ALIVE_S = 1.0
 # A quiet run waits at most this long for background engine work to finish.
 QUIET_WAIT_S = 5.0
 # Room for the artifacts mark (and its nonce) on a compile stage's stdout.
@@ -223,10 +225,14 @@ class DockerSandbox:
 
     async def check_image(self, image: str) -> str:
         """The image's id. A present image is remembered for a moment: under load, most
-        requests name the same few images, and each check is an Engine API call."""
+        requests name the same few images, and each check is an Engine API call. The memory
+        is trusted only while the engine is seen answering (its event stream is open and it
+        answered a call within the last second), so that a request still learns at once,
+        with a 503, that the engine is gone or hung."""
         now = time.monotonic()
         known = self._images.get(image)
-        if known is not None and now - known[1] < IMAGE_CACHE_S:
+        engine_alive = self._monitor.connected and now - self._engine.last_answer < ALIVE_S
+        if known is not None and now - known[1] < IMAGE_CACHE_S and engine_alive:
             return known[0]
         image_id = str((await self._engine.image_exists(image)).get("Id", ""))
         self._images[image] = (image_id, now)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -69,6 +70,7 @@ class Engine:
         self._work = quick_timeout * WORK_CALL_FACTOR
         self._docker: aiodocker.Docker | None = None
         self._api_version = "v1.41"
+        self.last_answer = 0.0  # time.monotonic() of the engine's last answer to any call
 
     @property
     def _client(self) -> aiodocker.Docker:
@@ -109,7 +111,9 @@ class Engine:
         for attempt in range(attempts):
             try:
                 async with self._translated(what, self._work if work else self._quick):
-                    return await call()
+                    answer = await call()
+                    self.last_answer = time.monotonic()
+                    return answer
             except _StaleConnection:
                 if attempt + 1 == attempts:
                     raise
