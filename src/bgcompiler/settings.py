@@ -44,7 +44,8 @@ class Settings(BaseSettings):
         2,
         gt=0,
         description="seconds a quick Engine API call (ping, inspect) may take before the engine "
-        "counts as down; calls that do work (create, start, remove) get five times as long",
+        "counts as down; calls that do work (create, start, kill, wait, remove) get five "
+        "times as long",
     )
     client_timeout: float = Field(
         15, gt=0, description="seconds a client may take to send a whole request"

@@ -179,35 +179,8 @@ def test_overload_is_rejected_fast_and_accepted_runs_complete(tmp_path: Path) ->
 
 
 def _trickle(port: int, data: bytes, stop: threading.Event, got: list[bytes]) -> None:
-    """Sends `data` one byte every 0.2 s until done, closed, or told to stop."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.settimeout(0.2)
-        received = b""
-        for byte in data:
-            if stop.is_set():
-                break
-            try:
-                sock.send(bytes([byte]))
-                chunk = sock.recv(4096)
-                if chunk == b"":
-                    break
-                received += chunk
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-        else:
-            while not stop.is_set():
-                try:
-                    chunk = sock.recv(4096)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                received += chunk
-        got.append(received)
+    """Connects, then sends `data` one byte every 0.2 s until done, closed, or told to stop."""
+    _trickle_on(socket.create_connection(("127.0.0.1", port)), data, stop, got)
 
 
 def test_slow_clients_are_cut_off_and_do_not_delay_others(tmp_path: Path) -> None:
@@ -251,6 +224,7 @@ def test_slow_clients_are_cut_off_and_do_not_delay_others(tmp_path: Path) -> Non
 
 
 def _trickle_on(sock: socket.socket, data: bytes, stop: threading.Event, got: list[bytes]) -> None:
+    """Sends `data` one byte every 0.2 s, then reads, until closed or told to stop."""
     with sock:
         sock.settimeout(0.2)
         received = b""
@@ -267,4 +241,15 @@ def _trickle_on(sock: socket.socket, data: bytes, stop: threading.Event, got: li
                 continue
             except OSError:
                 break
+        else:
+            while not stop.is_set():
+                try:
+                    chunk = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
         got.append(received)

@@ -165,42 +165,31 @@ class Stats(BaseModel):
     cv: float = Field(description="stdev / mean")
 
 
-class RunOut(BaseModel):
+class CompileOut(BaseModel):
+    """The compile stage's result (and the part every run shares with it)."""
+
+    status: Status
+    exit_code: int | None
+    signal: str | None
+    wall_ms: float | None
+    cpu_ms: float | None
+    memory_kb: int | None
+    timed_out: bool
+    output_truncated: bool
+    stdout: str
+    stderr: str
+    stdout_base64: str | None = None
+    stderr_base64: str | None = None
+    error: str | None = None
+
+
+class RunOut(CompileOut):
     test: int | None = Field(description="index of the test case; null without tests")
     repeat: int
-    status: Status
     verdict: Literal["accepted", "wrong_answer"] | None = Field(
         description="only for runs that finished ok and have a test"
     )
-    exit_code: int | None
-    signal: str | None
-    wall_ms: float | None
-    cpu_ms: float | None
-    memory_kb: int | None
-    timed_out: bool
     oom_killed: bool
-    output_truncated: bool
-    stdout: str
-    stderr: str
-    stdout_base64: str | None = None
-    stderr_base64: str | None = None
-    error: str | None = None
-
-
-class CompileOut(BaseModel):
-    status: Status
-    exit_code: int | None
-    signal: str | None
-    wall_ms: float | None
-    cpu_ms: float | None
-    memory_kb: int | None
-    timed_out: bool
-    output_truncated: bool
-    stdout: str
-    stderr: str
-    stdout_base64: str | None = None
-    stderr_base64: str | None = None
-    error: str | None = None
 
 
 class Summary(BaseModel):
