@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Status(enum.StrEnum):
@@ -103,12 +103,3 @@ def classify(
     if exit_code != 0:
         return Status.RUNTIME_ERROR
     return Status.OK
-
-
-@dataclass(slots=True)
-class RunBatch:
-    """The runs of one request: the same spec executed `count` times, one after another."""
-
-    spec: RunSpec
-    count: int
-    results: list[RunResult] = field(default_factory=list)
