@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
 
 import structlog
 
 from bgcompiler.errors import BgcError, EngineUnavailable, SandboxError, StartupError
 from bgcompiler.models import Limits, RunResult, RunSpec, classify
 from bgcompiler.sandbox.attach import STDERR, STDOUT, AttachedStream
+from bgcompiler.sandbox.capture import Capture, split_artifacts
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
 from bgcompiler.sandbox.measure import (
@@ -25,7 +25,7 @@ from bgcompiler.sandbox.measure import (
 )
 from bgcompiler.sandbox.monitor import EngineMonitor
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
-from bgcompiler.sandbox.payload import ARTIFACTS_MARK, build_payload
+from bgcompiler.sandbox.payload import build_payload
 from bgcompiler.sandbox.pool import Started, WarmPool
 
 log = structlog.get_logger(__name__)
@@ -42,51 +42,6 @@ ALIVE_S = 1.0
 QUIET_WAIT_S = 5.0
 # Room for the artifacts mark (and its nonce) on a compile stage's stdout.
 ARTIFACTS_ROOM = 64
-
-
-@dataclass(slots=True)
-class _Capture:
-    """Output of one run, each stream kept up to its own limit."""
-
-    limits: dict[int, int]
-    streams: dict[int, bytearray] = field(
-        default_factory=lambda: {STDOUT: bytearray(), STDERR: bytearray()}
-    )
-    passed: bool = False  # a stream went past its limit
-    # The helper's marks, once seen at the end of both streams, mean the program has ended
-    # and all its output is here: no need to wait for the container to end as well.
-    marks: dict[int, bytes] | None = None
-    marked: set[int] = field(default_factory=set)
-
-    def feed(self, kind: int, data: bytes) -> bool:
-        """Keeps what fits; returns False once a stream went past its limit."""
-        buffer = self.streams.get(kind)
-        if buffer is None:  # not an output stream: ignore
-            return True
-        room = self.limits[kind] - len(buffer)
-        if len(data) > room:
-            buffer += data[:room]
-            self.passed = True
-            return False
-        buffer += data
-        if self.marks is not None and kind not in self.marked:
-            mark = self.marks[kind]
-            if buffer.find(mark, max(0, len(buffer) - len(data) - len(mark))) >= 0:
-                self.marked.add(kind)
-        return True
-
-    @property
-    def complete(self) -> bool:
-        return self.marks is not None and len(self.marked) == len(self.marks)
-
-
-def _split_artifacts(stdout: bytes, nonce: str) -> tuple[bytes, bytes | None]:
-    """A compile stage's own stdout, and the tar of its work directory that follows it."""
-    mark = ARTIFACTS_MARK + nonce.encode("ascii")
-    at = stdout.find(mark)
-    if at < 0:
-        return stdout, None
-    return stdout[:at], stdout[at + len(mark) :]
 
 
 class DockerSandbox:
@@ -316,7 +271,7 @@ class DockerSandbox:
         cap = limits.output_bytes
         nonce = new_nonce()
         stdout_limit = cap + (self._artifact_bytes if spec.artifacts else 0) + ARTIFACTS_ROOM
-        capture = _Capture({STDOUT: stdout_limit, STDERR: cap + RECORD_RESERVE})
+        capture = Capture({STDOUT: stdout_limit, STDERR: cap + RECORD_RESERVE})
         if not spec.artifacts:  # a compile stage's stdout goes on after the program
             mark = end_mark(nonce)
             capture.marks = {STDOUT: mark, STDERR: RECORD_START + nonce.encode("ascii") + b" "}
@@ -341,7 +296,7 @@ class DockerSandbox:
 
         stdout, artifacts = split_end_mark(bytes(capture.streams[STDOUT]), nonce), None
         if spec.artifacts:
-            stdout, artifacts = _split_artifacts(stdout, nonce)
+            stdout, artifacts = split_artifacts(stdout, nonce)
         stderr, measured = split_record(bytes(capture.streams[STDERR]), nonce)
         truncated = capture.passed or len(stdout) > cap or len(stderr) > cap
         timed_out = timed_out or (measured is not None and measured.timed_out)
@@ -389,7 +344,7 @@ class DockerSandbox:
 
     @staticmethod
     async def _collect(
-        stream: AttachedStream, capture: _Capture, *, deadline: float
+        stream: AttachedStream, capture: Capture, *, deadline: float
     ) -> tuple[bool, bool]:
         """Reads frames until the output ends, a cap is passed, or the deadline.
 
