@@ -35,6 +35,8 @@ from typing import Any
 import aiodocker
 import aiohttp
 
+from bgcompiler.images import export_rootfs
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 WORKLOADS: dict[str, dict[str, Any]] = {
@@ -320,20 +322,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def export_image(image: str, root: Path) -> Path:
-    """The image's files, unpacked, to run its very binaries natively."""
+    """The image's files, unpacked once, to run its very binaries natively."""
     if (root / "usr" / "bin" / "python3").exists():
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    container = subprocess.run(
-        ["docker", "create", image, "true"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    try:
-        exported = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", str(root)], stdin=exported.stdout, check=True)
-        exported.wait()
-    finally:
-        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
-    return root
+    return export_rootfs(image, root)
 
 
 def native_runs(root: Path, count: int) -> dict[str, Any]:

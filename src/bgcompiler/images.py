@@ -169,3 +169,26 @@ def _debootstrap(root: Path, suite: str) -> None:
         ["debootstrap", "--variant=minbase", suite, str(root)],
         stdout=subprocess.DEVNULL,
     )
+
+
+def export_rootfs(image: str, root: Path) -> Path:
+    """Unpacks an image's files into `root` (to run its very binaries natively, e.g. as the
+    reference of a measurement). Returns `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    created = subprocess.run(
+        ["docker", "create", image, "true"], capture_output=True, text=True, check=False
+    )
+    if created.returncode != 0:
+        raise BuildError(f"cannot create a container of {image}: {created.stderr.strip()}")
+    container = created.stdout.strip()
+    try:
+        exported = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
+        try:
+            _run(["tar", "-x", "-C", str(root)], stdin=exported.stdout)
+        finally:
+            assert exported.stdout is not None
+            exported.stdout.close()
+            exported.wait()
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+    return root

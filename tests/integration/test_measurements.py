@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bgcompiler.images import export_rootfs
 from tests.conftest import PYTHON, Server
 
 pytestmark = pytest.mark.integration
@@ -26,16 +27,7 @@ BUSY_LOOP = "x = 0\nfor i in range(20_000_000):\n    x += i\n"
 def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bgc/python:3's own files, unpacked: the native reference runs the very same binary
     (Debian's point releases differ in speed, so the host's python3 is not a fair one)."""
-    root = tmp_path_factory.mktemp("python-root")
-    container = subprocess.run(
-        ["docker", "create", PYTHON, "true"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    try:
-        exported = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", str(root)], stdin=exported.stdout, check=True)
-        assert exported.wait() == 0
-    finally:
-        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+    root = export_rootfs(PYTHON, tmp_path_factory.mktemp("python-root"))
     (root / "loop.py").write_text(BUSY_LOOP)
     return root
 
