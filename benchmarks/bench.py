@@ -515,13 +515,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--block", type=int, default=10)
-    parser.add_argument("--throughput-runs", type=int, default=40)
+    parser.add_argument("--throughput-runs", type=int, default=60)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--runtimes", nargs="+", default=["runc", "runsc"])
     parser.add_argument(
         "--service-args",
         nargs="*",
-        default=["--workers", "4"],
+        default=["--workers", "6"],
         help="flags of the benchmarked service (runs at once: as many as saturate the engine)",
     )
     args = parser.parse_args()
