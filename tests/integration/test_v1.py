@@ -279,3 +279,25 @@ def test_long_nested_and_executable_files_arrive_intact(server: Server) -> None:
         "0",
         "-rwxr-xr-x",
     ]
+
+
+@pytest.mark.parametrize(
+    ("run", "stdout"),
+    [
+        ("echo plain words", "plain words\n"),  # exec'd directly: nothing for a shell here
+        ("echo $((6 * 7)) 'quoted  text'", "42 quoted  text\n"),  # the shell interprets
+        ("X=1 env | grep ^X=", "X=1\n"),
+    ],
+)
+def test_commands_mean_what_they_mean_under_sh(server: Server, run: str, stdout: str) -> None:
+    """Simple commands skip the shell; anything with shell syntax still gets /bin/sh -c."""
+    result = v1(server, image="bgc/busybox:latest", run=run, script="")
+    assert result["runs"][0]["stdout"] == stdout
+
+
+def test_a_missing_program_is_127_as_under_sh(server: Server) -> None:
+    """A command that does not exist: exit 127 and the shell's message, exec'd directly or not."""
+    run = v1(server, image="bgc/busybox:latest", run="no-such-program arg", script="")["runs"][0]
+    assert run["exit_code"] == 127
+    assert "no-such-program: not found" in run["stderr"]
+    assert run["status"] == "runtime_error"

@@ -10,7 +10,8 @@
  * input). Doing all this here rather than in a shell script with tar saves processes,
  * which are most of a run's cost under gVisor.
  *
- * Runs `/bin/sh -c COMMAND` as a child in its own process group and waits for it. Measures the child's
+ * Runs `/bin/sh -c COMMAND` (or COMMAND's words directly, when there is nothing in it for
+ * a shell to interpret) as a child in its own process group and waits for it. Measures the child's
  * wall time (CLOCK_MONOTONIC, from just before fork to its reaping), its CPU time and peak
  * resident memory (wait4 rusage: the child and the descendants it waited for). At
  * TIMEOUT_MS (0: none) it kills the child's process group. Then it appends one record to
@@ -27,6 +28,7 @@
  * itself non-dumpable so that a process of the same uid cannot read its memory.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -157,6 +159,27 @@ static void unpack(void) {
     }
 }
 
+/*
+ * A command line with nothing for a shell to interpret (only words of letters, digits and
+ * `_-./,:+@%^`, separated by spaces) means the same exec'd directly as under `/bin/sh -c`;
+ * skipping the shell saves a process image, which costs ~10 ms under gVisor.
+ */
+static int simple_words(const char *command, char **words, int most) {
+    static char copy[4096];
+    if (strlen(command) >= sizeof(copy)) return 0;
+    for (const char *c = command; *c; c++) {
+        if (!(isalnum((unsigned char)*c) || strchr("_-./,:+@%^ ", *c))) return 0;
+    }
+    strcpy(copy, command);
+    int count = 0;
+    for (char *word = strtok(copy, " "); word; word = strtok(NULL, " ")) {
+        if (count == most - 1) return 0;
+        words[count++] = word;
+    }
+    words[count] = NULL;
+    return count;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--unpacked") != 0)) {
         dprintf(2, "usage: bgc-run TIMEOUT_MS [--unpacked]\n");
@@ -184,6 +207,15 @@ int main(int argc, char **argv) {
     if (child == 0) {
         sigprocmask(SIG_UNBLOCK, &chld, NULL);
         setpgid(0, 0);
+        char *words[64];
+        if (simple_words(command, words, 64) > 0) {
+            execvp(words[0], words);
+            if (errno == ENOENT) {
+                dprintf(2, "sh: %s: not found\n", words[0]);
+                _exit(127);
+            }
+            /* anything else (not executable, ...): let the shell say it as it would */
+        }
         execl("/bin/sh", "sh", "-c", command, (char *)NULL);
         fail("cannot run /bin/sh");
     }
