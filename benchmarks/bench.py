@@ -471,8 +471,8 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
                 f"- Throughput, {key}: {svc / engine:.2f}x against 0.95x. The engine's best is at "
                 f"{best} concurrent runs ({engine:.1f}/s), and the service levels off at "
                 f"{svc:.1f}/s (per-level table above). See docs/performance.md: under gVisor a "
-                "run of ours executes three process images (helper, shell, program) to the bare "
-                "run's one, on 2 CPUs."
+                "run of ours executes two process images (the helper and the program) to the "
+                "bare run's one, and attaches to its container, on 2 CPUs."
             )
     for runtime in args.runtimes:
         cv = data["stability"][runtime]["cpu_ms"]["cv"]
