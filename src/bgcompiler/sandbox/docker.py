@@ -17,9 +17,9 @@ from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
 from bgcompiler.sandbox.measure import (
     RECORD_RESERVE,
-    RECORD_START,
     end_mark,
     new_nonce,
+    record_mark,
     split_end_mark,
     split_record,
 )
@@ -40,8 +40,8 @@ IMAGE_CACHE_S = 2.0
 ALIVE_S = 1.0
 # A quiet run waits at most this long for background engine work to finish.
 QUIET_WAIT_S = 5.0
-# Room for the artifacts mark (and its nonce) on a compile stage's stdout.
-ARTIFACTS_ROOM = 64
+# Room on stdout for the helper's end mark, or a compile stage's artifacts mark.
+MARK_ROOM = 64
 
 
 class DockerSandbox:
@@ -270,11 +270,11 @@ class DockerSandbox:
         limits = spec.limits
         cap = limits.output_bytes
         nonce = new_nonce()
-        stdout_limit = cap + (self._artifact_bytes if spec.artifacts else 0) + ARTIFACTS_ROOM
+        stdout_limit = cap + (self._artifact_bytes if spec.artifacts else 0) + MARK_ROOM
         capture = Capture({STDOUT: stdout_limit, STDERR: cap + RECORD_RESERVE})
         if not spec.artifacts:  # a compile stage's stdout goes on after the program
             mark = end_mark(nonce)
-            capture.marks = {STDOUT: mark, STDERR: RECORD_START + nonce.encode("ascii") + b" "}
+            capture.marks = {STDOUT: mark, STDERR: record_mark(nonce)}
         payload = build_payload(spec.files, spec.stdin, nonce, spec.command)
         killed = False
         begun = time.monotonic()

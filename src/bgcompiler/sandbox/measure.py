@@ -72,6 +72,11 @@ def end_mark(nonce: str) -> bytes:
     return RECORD_START + nonce.encode("ascii") + b"\n"
 
 
+def record_mark(nonce: str) -> bytes:
+    """How the helper's record on stderr begins."""
+    return RECORD_START + nonce.encode("ascii") + b" "
+
+
 def split_end_mark(stdout: bytes, nonce: str) -> bytes:
     """The program's own stdout, without the helper's end mark."""
     mark = end_mark(nonce)
@@ -81,7 +86,7 @@ def split_end_mark(stdout: bytes, nonce: str) -> bytes:
 
 def split_record(stderr: bytes, nonce: str) -> tuple[bytes, Measurement | None]:
     """The program's own stderr, and the helper's measurement when its record is there."""
-    marker = RECORD_START + nonce.encode("ascii") + b" "
+    marker = record_mark(nonce)
     at = stderr.rfind(marker)
     if at < 0:
         return stderr, None

@@ -81,7 +81,7 @@ class EngineMonitor:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(DIE_EVENT_WAIT_S):
                     await watch.died.wait()
-        return watch.killed_by_other or self.generation != watch.generation or not self.connected
+        return self.interrupted_now(watch)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         watch = self._watches.get(str(event.get("id", "")))
