@@ -19,13 +19,12 @@ engine:
 	bash scripts/setup-engine.sh
 
 images: $(SETUP_STAMP) engine
-	$(BGC) images build --missing busybox python
+	$(BGC) images build --missing busybox python gcc
 
 start: setup
 	$(BGC) start $(ARGS)
 
 test: setup check
-	$(BGC) images build --missing gcc
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(SETUP_STAMP)

@@ -1,32 +1,42 @@
-"""Shared fixtures: real service processes on loopback, and the no-leftover check."""
+"""Shared fixtures: real service processes on loopback, and leak checks by instance.
+
+Every service a test starts shares one `--state-dir`, as instances on one host do: so a
+start-up removes only the containers of instances that really died, never those of another
+live test service (a private state dir per launch made each start-up reap everyone else's
+containers, hiding their leaks). Containers are always counted per instance, never all of
+the service's: other instances of it may run on this machine.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-SERVICE_LABEL = "io.bg-compiler.service=bg-compiler"
+T = TypeVar("T")
 BUSYBOX = "bgc/busybox:latest"
 PYTHON = "bgc/python:3"
+INSTANCE_LABEL = "io.bg-compiler.instance"
+_INSTANCE_IN_LOG = re.compile(r"instance=([0-9a-f]{16})")
 
 
-def our_containers(instance: str | None = None) -> list[str]:
-    """Containers of the service (of one instance of it, when given)."""
-    label = f"io.bg-compiler.instance={instance}" if instance else SERVICE_LABEL
+def our_containers(instance: str) -> list[str]:
+    """The containers of one instance of the service (running or not)."""
+    assert instance, "count the containers of one instance, never all of them"
     out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={label}"],
+        ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label={INSTANCE_LABEL}={instance}"],
         capture_output=True,
         text=True,
         check=True,
@@ -34,7 +44,9 @@ def our_containers(instance: str | None = None) -> list[str]:
     return out.split()
 
 
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> bool:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.1
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -49,16 +61,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def docker_inspect(container: str) -> dict[str, Any] | None:
+    """The container's configuration and state; None if it is already gone."""
+    done = subprocess.run(["docker", "inspect", container], capture_output=True, text=True)
+    if done.returncode != 0:
+        return None
+    found: dict[str, Any] = json.loads(done.stdout)[0]
+    return found
+
+
 @dataclass
 class Server:
     """A `bg-compiler start` process on loopback, with its log file."""
 
     process: subprocess.Popen[bytes]
     port: int
-    state_dir: Path
     log_path: Path
     runtime: str
     client: httpx.Client = field(init=False)
+    killed: bool = False  # stopped by SIGKILL: its containers are left for a successor
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(base_url=self.url, timeout=120)
@@ -66,6 +87,16 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def instance(self) -> str | None:
+        """Its instance id, as its log announced it (None: it never got that far)."""
+        found = _INSTANCE_IN_LOG.search(self.log())
+        return found.group(1) if found else None
+
+    def containers(self) -> list[str]:
+        instance = self.instance
+        return our_containers(instance) if instance else []
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -83,7 +114,7 @@ class Server:
             if sandbox["removing"]:
                 return False
             expected = sandbox["pool_ready"] + sandbox["pool_starting"]
-            return len(our_containers(sandbox["instance"])) == expected
+            return len(self.containers()) == expected
 
         return wait_until(accounted, timeout=timeout, interval=0.2)
 
@@ -102,12 +133,41 @@ class Server:
         result: dict[str, Any] = response.json()[0]
         return result
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def v1(self, **body: Any) -> dict[str, Any]:
+        """Posts a v1 request and returns its answer (asserting it succeeded)."""
+        response = self.client.post("/api/v1/runs", json=body)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Stops it and returns its exit code. After a stop it had time to handle, no
+        container of its instance may remain."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=timeout)
         self.client.close()
+        if sig == signal.SIGKILL:
+            self.killed = True
+        else:
+            left = self.containers()
+            assert not left, f"stopping left containers of instance {self.instance}: {left}"
         return code
+
+    def kill(self) -> None:
+        """SIGKILL: as a crash. Its containers stay until the next start on this host."""
+        self.stop(signal.SIGKILL)
+
+
+@dataclass
+class Launcher:
+    """Starts services that share one state dir, and remembers them for the final check."""
+
+    state_dir: Path
+    launched: list[Server] = field(default_factory=list)
+
+
+_launcher: Launcher | None = None
 
 
 def launch(
@@ -118,9 +178,9 @@ def launch(
     wait: bool = True,
 ) -> Server:
     """Starts the service with the given flags; waits until GET / answers 200."""
+    assert _launcher is not None, "the session fixture sets the launcher up"
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
-    state_dir = tmp / "state"
     log_path = tmp / f"service-{port}.log"
     runtime_args = ["--gvisor"] if runtime == "runsc" else []
     command = [
@@ -131,7 +191,7 @@ def launch(
         "--port",
         str(port),
         "--state-dir",
-        str(state_dir),
+        str(_launcher.state_dir),
         *runtime_args,
         *args,
     ]
@@ -139,8 +199,8 @@ def launch(
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-    server = Server(process, port, state_dir, log_path, runtime)
-    _LAUNCHED.append(server)
+    server = Server(process, port, log_path, runtime)
+    _launcher.launched.append(server)
     if wait:
 
         def ready() -> bool:
@@ -155,18 +215,6 @@ def launch(
     return server
 
 
-_LAUNCHED: list[Server] = []
-
-
-def docker_inspect(container: str) -> dict[str, Any] | None:
-    """The container's configuration and state; None if it is already gone."""
-    done = subprocess.run(["docker", "inspect", container], capture_output=True, text=True)
-    if done.returncode != 0:
-        return None
-    found: dict[str, Any] = json.loads(done.stdout)[0]
-    return found
-
-
 # Small limits keep the suites fast: timeouts in 3 s, memory kills at 256 MB, and writable
 # dirs small enough (2 x 16 MB) that filling both stays inside the memory limit.
 TEST_FLAGS = (
@@ -178,7 +226,7 @@ RUNTIMES = ["runc", pytest.param("runsc", marks=pytest.mark.gvisor)]
 
 
 @pytest.fixture(scope="session", params=RUNTIMES)
-def server(
+def shared_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """The service with TEST_FLAGS under the parametrized runtime, shared by the session."""
@@ -188,17 +236,64 @@ def server(
     assert service.stop() == 0, service.log()
 
 
+@pytest.fixture
+def server(shared_server: Server) -> Iterator[Server]:
+    """The shared service; after each test every container of its instance must be
+    accounted for (a warm one), so a leak shows in the test that caused it."""
+    yield shared_server
+    if shared_server.process.poll() is None:
+        assert shared_server.settled(), (
+            f"containers of instance {shared_server.instance} left behind: "
+            f"{shared_server.containers()}, status {shared_server.status()}"
+        )
+
+
+# The same, with a time limit far beyond any kill or answer a test waits for: what is "at
+# once" is then timed on the client (the answer), and cannot be mistaken for a timeout.
+PATIENT_FLAGS = (*TEST_FLAGS, "--timeout", "60")
+
+
+@pytest.fixture(scope="session", params=RUNTIMES)
+def shared_patient_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    runtime: str = request.param
+    service = launch(tmp_path_factory.mktemp(f"patient-{runtime}"), *PATIENT_FLAGS, runtime=runtime)
+    yield service
+    assert service.stop() == 0, service.log()
+
+
+@pytest.fixture
+def patient_server(shared_patient_server: Server) -> Iterator[Server]:
+    """The shared service with PATIENT_FLAGS; checked after each test as `server` is."""
+    yield shared_patient_server
+    if shared_patient_server.process.poll() is None:
+        assert shared_patient_server.settled(), shared_patient_server.containers()
+
+
+def timed(call: Callable[[], T]) -> tuple[T, float]:
+    """The call's value, and the seconds the caller waited for it."""
+    started = time.monotonic()
+    value = call()
+    return value, time.monotonic() - started
+
+
 @pytest.fixture(scope="session", autouse=True)
-def no_container_left_behind() -> Iterator[None]:
-    """After the whole suite, no service started by a test still runs (a failed test may
-    not have stopped its own), and no container of ours remains on the engine."""
-    yield
-    for server in _LAUNCHED:
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """The launcher of every service in the session. At the end: every service a test
+    started is stopped, and no container of any of their instances remains."""
+    global _launcher
+    _launcher = Launcher(tmp_path_factory.mktemp("state"))
+    yield _launcher
+    launched, _launcher = _launcher.launched, None
+    for server in launched:
         if server.process.poll() is None:
             server.process.terminate()
             server.process.wait(timeout=60)
-    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+    instances = {server.instance for server in launched} - {None}
+    if not instances:
         return
-    left = our_containers()
-    if left and not wait_until(lambda: not our_containers(), timeout=15):
-        pytest.fail(f"containers left behind: {our_containers()}")
+    engine = subprocess.run(["docker", "info"], capture_output=True, check=False)
+    assert engine.returncode == 0, "cannot check for leftover containers: the engine is down"
+    left = {instance: our_containers(instance) for instance in sorted(instances)}  # type: ignore[arg-type]
+    assert not any(left.values()), f"containers left behind: {left}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -46,7 +47,15 @@ def docker_sandbox(settings: Settings) -> DockerSandbox:
         helper=str(helper),
         artifact_bytes=settings.artifacts * 1024 * 1024,
         pool_budget=settings.pool_budget,
+        pool_idle_s=settings.pool_idle,
     )
+
+
+def request_stop(app: FastAPI) -> None:
+    """A stop signal arrived: the grace for runs starts now (see server.StoppingServer)."""
+    begin_shutdown = getattr(app.state, "begin_shutdown", None)
+    if begin_shutdown is not None:
+        begin_shutdown()
 
 
 def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
@@ -65,6 +74,14 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
             box, workers=settings.workers, backlog=settings.backlog, pin_cpus=settings.pin_cpus
         )
         scheduler.start()
+        stopping: list[asyncio.Task[None]] = []
+
+        def begin_shutdown() -> None:
+            """From now on nothing is admitted; runs get --shutdown-grace, then end."""
+            if not stopping:
+                stopping.append(asyncio.create_task(scheduler.shutdown(settings.shutdown_grace)))
+
+        app.state.begin_shutdown = begin_shutdown
         app.state.services = Services(settings, box, scheduler, languages)
         log.info(
             "ready",
@@ -75,7 +92,8 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await scheduler.shutdown(settings.shutdown_grace)
+            begin_shutdown()
+            await stopping[0]
             await box.close()
             log.info("stopped")
 

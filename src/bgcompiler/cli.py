@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 import click
-import uvicorn
 from pydantic import ValidationError
 
 from bgcompiler.logs import configure_logging
@@ -69,6 +68,9 @@ def main() -> None:
 @click.option(
     "--pool", type=int, help="Containers kept started ahead of demand; 0: off. [2 x workers]"
 )
+@click.option(
+    "--pool-idle", type=float, help="Seconds a kind of warm container may go unused. [60]"
+)
 @click.option("--languages", help="The language registry, a TOML file. [shipped one]")
 @click.option("--pin-cpus/--no-pin-cpus", default=None, help="Pin runs to spare CPUs. [on]")
 @click.option("--state-dir", help="Directory of live instances' lock files. [/run/bg-compiler]")
@@ -76,12 +78,12 @@ def start(**options: Any) -> None:
     """Start the HTTP service."""
     settings = _settings_from(options)
     configure_logging(verbose=settings.verbose, json=os.environ.get("BGC_LOG_JSON") == "1")
-    from bgcompiler.app import create_app  # imported late: nothing runs at import time
-    from bgcompiler.server import raise_open_file_limit, server_config
+    from bgcompiler.app import create_app, request_stop  # late: nothing runs at import time
+    from bgcompiler.server import StoppingServer, raise_open_file_limit, server_config
 
     raise_open_file_limit()
-    config = server_config(create_app(settings), settings)
-    server = uvicorn.Server(config)
+    app = create_app(settings)
+    server = StoppingServer(server_config(app, settings), on_stop=lambda: request_stop(app))
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with
     # these handlers in place that re-raise is a no-op and a clean stop exits 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):

@@ -143,13 +143,18 @@ class Scheduler:
         ]
 
     async def shutdown(self, grace_s: float) -> None:
-        """Stops admitting; lets work finish for up to `grace_s`, then cancels what is left."""
+        """Stops admitting; lets work finish for up to `grace_s`, then ends what is left:
+        each of those jobs fails with ShuttingDown (a 503 for whoever waits on it)."""
         self._closing = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace_s):
                 await self._idle.wait()
         for job in list(self._queue):
-            self.cancel(job)
+            self._queue.remove(job)
+            self._pending -= job.not_started
+            job.not_started = 0
+            if not job.result.done():
+                job.result.set_exception(ShuttingDown("the service stopped before the runs began"))
         for task in self._worker_tasks:
             task.cancel()
         await asyncio.gather(*self._worker_tasks, return_exceptions=True)

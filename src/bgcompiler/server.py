@@ -11,14 +11,20 @@ A request whose body was cut off counts as a client that went away: nothing of i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import resource
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bgcompiler.settings import Settings
+
+# uvicorn's shutdown deadline comes this long after the app has answered what still ran.
+ANSWER_MARGIN_S = 5
 
 _TOO_SLOW = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
@@ -82,6 +88,21 @@ def raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+class StoppingServer(uvicorn.Server):
+    """uvicorn's server, which also tells the app the moment a stop signal arrives, so that
+    the grace for runs starts then (the app's lifespan shutdown only starts once every
+    connection has closed)."""
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_stop = on_stop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        with contextlib.suppress(RuntimeError):  # no loop yet: nothing runs to stop
+            asyncio.get_running_loop().call_soon_threadsafe(self._on_stop)
+
+
 def server_config(app: Any, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -89,9 +110,10 @@ def server_config(app: Any, settings: Settings) -> uvicorn.Config:
         port=settings.port,
         http=deadline_protocol(settings.client_timeout),
         log_level="debug" if settings.verbose else "info",
-        # After SIGTERM, uvicorn lets requests finish for this long, then cancels them,
-        # which cancels their runs and kills their containers.
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+        # After SIGTERM the app itself ends what is still running at --shutdown-grace, with
+        # a 503 for each request (StoppingServer); uvicorn's own deadline, which would cancel
+        # the requests and answer a plain-text 500, comes only after those answers are out.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + ANSWER_MARGIN_S,
         timeout_keep_alive=5,
         backlog=4096,
         access_log=settings.verbose,

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         description="containers kept started ahead of demand, all keys together; "
         "default twice --workers; 0 turns the warm pool off",
     )
+    pool_idle: float = Field(
+        60,
+        gt=0,
+        description="seconds a warm container's kind may go unused before its containers "
+        "are removed",
+    )
     languages: str | None = Field(
         None, description="the language registry (TOML); default: the one shipped"
     )

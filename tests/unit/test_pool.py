@@ -103,3 +103,25 @@ async def test_a_zero_budget_starts_nothing() -> None:
     await pool.settle()
     assert launched == []
     await pool.close()
+
+
+async def test_quiet_periods_shrink_the_pool_back_and_idle_keys_are_emptied() -> None:
+    """A burst of misses grows a key's ready containers; each quiet period removes one
+    beyond the minimum; a key unused for idle_s loses all of them."""
+    pool, _, discarded = make_pool(budget=8)
+    for _ in range(4):  # four runs at once find the key empty: its target grows
+        pool.take(spec())
+    await pool.settle()
+    grown = pool.size
+    assert grown > 2
+    pool.reap(now=0.0)  # the period of the misses ends: nothing shrinks
+    assert pool.size == grown
+    pool.reap(now=0.0)  # a quiet period, the key recently used (clock at 0: not idle)
+    assert pool.size == grown - 1
+    assert len(discarded) == 1
+    for _ in range(10):
+        pool.reap(now=0.0)
+    assert pool.size == 2  # never below the minimum while the key is in use
+    pool.reap(now=10_000.0)  # long unused: emptied
+    assert pool.size == 0
+    await pool.close()

@@ -79,7 +79,8 @@ async def test_cancelling_a_queued_job_drops_its_runs(fake: FakeSandbox) -> None
     assert scheduler.waiting_runs == 4
     scheduler.cancel(queued)
     assert scheduler.waiting_runs == 0
-    assert queued.result.cancelled()
+    with pytest.raises(ShuttingDown):
+        queued.result.result()
     await blocker.result
     await asyncio.sleep(0.05)
     assert all(s.command != "echo dropped" for s in fake.started)
@@ -116,7 +117,8 @@ async def test_shutdown_lets_runs_finish_within_the_grace(fake: FakeSandbox) -> 
 
 
 async def test_shutdown_cancels_runs_past_the_grace(fake: FakeSandbox) -> None:
-    """After the deadline, running runs are cancelled and their job fails with ShuttingDown."""
+    """After the deadline, running runs are cancelled; their job, and a job that never
+    started, fail with ShuttingDown (a 503 for whoever waits, never a cancelled request)."""
     scheduler = Scheduler(fake, workers=1, backlog=10)
     scheduler.start()
     job = scheduler.submit(repeat("sleep 10", 1))
@@ -126,7 +128,8 @@ async def test_shutdown_cancels_runs_past_the_grace(fake: FakeSandbox) -> None:
     assert fake.cancelled == 1
     with pytest.raises(ShuttingDown):
         job.result.result()
-    assert queued.result.cancelled()
+    with pytest.raises(ShuttingDown):
+        queued.result.result()
 
 
 async def test_work_that_skips_runs_releases_their_backlog_space(fake: FakeSandbox) -> None:

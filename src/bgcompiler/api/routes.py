@@ -86,6 +86,8 @@ async def run_jobs(request: Request, scheduler: Scheduler, jobs: list[Job[T]]) -
     scheduler.submit_all(jobs)
     watcher = asyncio.create_task(_disconnected(request))
     everything = asyncio.gather(*(job.result for job in jobs))
+    # Cancelled with the request, it is never awaited: take its outcome so none is "lost".
+    everything.add_done_callback(lambda done: done.cancelled() or done.exception())
     try:
         waiters: set[asyncio.Future[object]] = {everything, watcher}  # type: ignore[arg-type]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

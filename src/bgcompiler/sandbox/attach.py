@@ -25,6 +25,9 @@ class AttachedStream:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        # A frame's header once read, until its data is: a read cancelled by a deadline in
+        # between must not lose it, or every later frame would be misread.
+        self._header: tuple[int, int] | None = None
 
     @classmethod
     async def open(cls, socket_path: str, api_version: str, container_id: str) -> AttachedStream:
@@ -62,15 +65,20 @@ class AttachedStream:
             return
 
     async def read_frame(self) -> tuple[int, bytes] | None:
-        """The next (stream, bytes) frame, or None once the container's output has ended."""
+        """The next (stream, bytes) frame, or None once the container's output has ended.
+
+        Safe to cancel: readexactly consumes nothing unless it returns, and a header already
+        read is kept for the next call."""
         try:
-            header = await self._reader.readexactly(_HEADER.size)
-            kind, length = _HEADER.unpack(header)
+            if self._header is None:
+                self._header = _HEADER.unpack(await self._reader.readexactly(_HEADER.size))
+            kind, length = self._header
             data = await self._reader.readexactly(length)
         except asyncio.IncompleteReadError:
             return None
         except OSError as exc:
             raise SandboxError("the attach connection broke") from exc
+        self._header = None
         return kind, data
 
     @property

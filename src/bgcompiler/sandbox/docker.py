@@ -10,20 +10,14 @@ import time
 import structlog
 
 from bgcompiler.errors import BgcError, EngineUnavailable, SandboxError, StartupError
-from bgcompiler.models import Limits, RunResult, RunSpec, classify
-from bgcompiler.sandbox.attach import STDERR, STDOUT, AttachedStream
-from bgcompiler.sandbox.capture import Capture, split_artifacts
+from bgcompiler.models import Limits, RunResult, RunSpec
+from bgcompiler.sandbox.attach import AttachedStream
+from bgcompiler.sandbox.capture import Capture
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
-from bgcompiler.sandbox.measure import (
-    RECORD_RESERVE,
-    end_mark,
-    new_nonce,
-    record_mark,
-    split_end_mark,
-    split_record,
-)
+from bgcompiler.sandbox.measure import new_nonce
 from bgcompiler.sandbox.monitor import EngineMonitor
+from bgcompiler.sandbox.outcome import Ending, EngineState, build_result
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
 from bgcompiler.sandbox.payload import build_payload
 from bgcompiler.sandbox.pool import Started, WarmPool
@@ -40,8 +34,8 @@ IMAGE_CACHE_S = 2.0
 ALIVE_S = 1.0
 # A quiet run waits at most this long for background engine work to finish.
 QUIET_WAIT_S = 5.0
-# Room on stdout for the helper's end mark, or a compile stage's artifacts mark.
-MARK_ROOM = 64
+# Past the cap, bytes that could begin the helper's mark wait this long for the rest of it.
+PARTIAL_MARK_WAIT_S = 0.5
 
 
 class DockerSandbox:
@@ -58,6 +52,7 @@ class DockerSandbox:
         helper: str,
         artifact_bytes: int = 64 * 1024 * 1024,
         pool_budget: int = 0,
+        pool_idle_s: float = 60.0,
     ) -> None:
         self._engine = engine
         self._lease = lease
@@ -77,10 +72,13 @@ class DockerSandbox:
             disk_mb=4,
         )
         self._removals: set[asyncio.Task[None]] = set()
+        self._creating: set[asyncio.Future[str]] = set()
         self._images: dict[str, tuple[str, float]] = {}
         self._monitor = EngineMonitor(engine, lease.labels)
         self._pool = (
-            WarmPool(self._launch, self._discard, self._monitor, budget=pool_budget)
+            WarmPool(
+                self._launch, self._discard, self._monitor, budget=pool_budget, idle_s=pool_idle_s
+            )
             if pool_budget > 0
             else None
         )
@@ -89,6 +87,7 @@ class DockerSandbox:
 
     async def open(self) -> None:
         self._lease.acquire()
+        log.info("starting", instance=self._lease.instance_id)
         try:
             await self._engine.negotiate()
             await self._monitor.start()
@@ -116,6 +115,8 @@ class DockerSandbox:
         """Waits for pending removals, then removes anything of this instance still there."""
         if self._pool is not None:
             await self._pool.close()
+        if self._creating:  # their containers are removed once made
+            await asyncio.gather(*self._creating, return_exceptions=True)
         if self._removals:
             await asyncio.gather(*self._removals, return_exceptions=True)
         with contextlib.suppress(BgcError):
@@ -227,14 +228,25 @@ class DockerSandbox:
     # --- one run ---------------------------------------------------------------------------
 
     async def _launch(self, spec: RunSpec) -> Started:
-        """Creates, attaches (before start, so no output is missed) and starts a container."""
-        container_id = await self._engine.create(
-            container_config(spec, self._lease.labels, self._helper)
+        """Creates, attaches (before start, so no output is missed) and starts a container.
+
+        Cancelled at any point (a client gone, a shutdown), it leaves nothing behind: a
+        create the engine is already carrying out is let finish, and its container removed.
+        """
+        creating = asyncio.ensure_future(
+            self._engine.create(container_config(spec, self._lease.labels, self._helper))
         )
+        self._creating.add(creating)
+        creating.add_done_callback(self._creating.discard)
+        try:
+            container_id = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            creating.add_done_callback(self._remove_created)
+            raise
         watch = self._monitor.watch(container_id)
         try:
             stream = await self._engine.attach(container_id)
-        except BgcError:
+        except BaseException:
             self._monitor.forget(container_id)
             self._remove_later(container_id)
             raise
@@ -246,6 +258,11 @@ class DockerSandbox:
             self._remove_later(container_id)
             raise
         return Started(container_id, stream, watch)
+
+    def _remove_created(self, creating: asyncio.Future[str]) -> None:
+        """Removes the container of a create whose caller was cancelled meanwhile."""
+        if not creating.cancelled() and creating.exception() is None:
+            self._remove_later(creating.result())
 
     async def _settle(self) -> None:
         """Waits (a bounded time) for our background engine work to finish."""
@@ -267,99 +284,74 @@ class DockerSandbox:
         certainly the program's own (the helper saw it exit by itself, and nothing touched
         the container), in which case the engine need not be asked anything more."""
         container_id, stream, watch = started.container_id, started.stream, started.watch
-        limits = spec.limits
-        cap = limits.output_bytes
+        loop = asyncio.get_running_loop()
         nonce = new_nonce()
-        stdout_limit = cap + (self._artifact_bytes if spec.artifacts else 0) + MARK_ROOM
-        capture = Capture({STDOUT: stdout_limit, STDERR: cap + RECORD_RESERVE})
-        if not spec.artifacts:  # a compile stage's stdout goes on after the program
-            mark = end_mark(nonce)
-            capture.marks = {STDOUT: mark, STDERR: record_mark(nonce)}
+        artifact_bytes = self._artifact_bytes if spec.artifacts else None
+        capture = Capture(spec.limits.output_bytes, nonce, artifact_bytes=artifact_bytes)
         payload = build_payload(spec.files, spec.stdin, nonce, spec.command)
-        killed = False
-        begun = time.monotonic()
+        begun = loop.time()
         feeder = asyncio.create_task(stream.send_stdin(payload))
         try:
             # The helper enforces the time limit itself, and reports; this deadline is the
             # backstop for a run that keeps its container alive past the helper.
-            deadline = begun + limits.timeout_s + HELPER_GRACE_S
-            timed_out, ended = await self._collect(stream, capture, deadline=deadline)
-            finished = time.monotonic()
-            if not ended:  # killed for time or output: keep what is already on its way
-                watch.killing = killed = True
-                await self._engine.kill(container_id)
-                if not capture.passed:
-                    drain_until = time.monotonic() + DRAIN_AFTER_KILL_S
-                    await self._collect(stream, capture, deadline=drain_until)
+            deadline = begun + spec.limits.timeout_s + HELPER_GRACE_S
+            ending = await _collect(stream, capture, deadline=deadline)
+            finished = loop.time()
+            if ending is not Ending.ENDED:
+                watch.killing = True
+                await self._kill_draining(container_id, stream, capture)
         finally:
             feeder.cancel()
+            # Before asking the engine anything more: it cannot finish a container's exit
+            # while a flood of its output waits for a reader that stopped reading.
+            stream.close()
 
-        stdout, artifacts = split_end_mark(bytes(capture.streams[STDOUT]), nonce), None
-        if spec.artifacts:
-            stdout, artifacts = split_artifacts(stdout, nonce)
-        stderr, measured = split_record(bytes(capture.streams[STDERR]), nonce)
-        truncated = capture.passed or len(stdout) > cap or len(stderr) > cap
-        timed_out = timed_out or (measured is not None and measured.timed_out)
+        collected = capture.collected()
+        measured = collected.measurement
         certain = (
             measured is not None
-            and not killed
+            and ending is Ending.ENDED
             and os.WIFEXITED(measured.wait_status)
             and os.WEXITSTATUS(measured.wait_status) == 0
             and not watch.oom
             and not self._monitor.interrupted_now(watch)
         )
         if certain:  # a clean exit 0, seen by the helper: no need to ask the engine
-            assert measured is not None
-            exit_code, oom_killed = 0, False
+            engine = EngineState(exit_code=0, oom_killed=False)
         else:
             exit_code = await self._engine.wait(container_id)
             state = (await self._engine.inspect(container_id)).get("State", {})
             if state.get("Error"):
                 raise SandboxError(f"the engine reported: {state['Error']}")
-            oom_killed = bool(state.get("OOMKilled")) or watch.oom
-        outside_ms = (finished - begun) * 1000
-        result = RunResult(
-            status=classify(
-                exit_code=exit_code,
-                timed_out=timed_out,
-                oom_killed=oom_killed,
-                output_truncated=truncated,
-            ),
-            stdout=stdout[:cap],
-            stderr=stderr[:cap],
-            duration_ms=round(outside_ms),
-            exit_code=exit_code,
-            timed_out=timed_out,
-            oom_killed=oom_killed,
-            output_truncated=truncated,
-            # Without the helper's record (killed from outside), the wall time is the best
-            # outside figure; CPU and memory are then unknown rather than guessed.
-            wall_ms=measured.wall_ms if measured else round(outside_ms, 3),
-            cpu_ms=measured.cpu_ms if measured else None,
-            memory_kb=measured.maxrss_kb if measured else None,
-            signal=measured.signal if measured else ("SIGKILL" if killed else None),
-            artifacts=artifacts if artifacts is not None and not truncated else None,
+            engine = EngineState(exit_code, bool(state.get("OOMKilled")) or watch.oom)
+        result = build_result(
+            collected,
+            ending=ending,
+            outside_ms=(finished - begun) * 1000,
+            engine=engine,
+            artifact_mb=self._artifact_bytes // (1024 * 1024),
         )
         return result, certain
 
-    @staticmethod
-    async def _collect(
-        stream: AttachedStream, capture: Capture, *, deadline: float
-    ) -> tuple[bool, bool]:
-        """Reads frames until the output ends, a cap is passed, or the deadline.
-
-        Returns (timed_out, ended): ended is True when the container's output closed by itself.
-        """
+    async def _kill_draining(
+        self, container_id: str, stream: AttachedStream, capture: Capture
+    ) -> None:
+        """Kills the container while reading what is still on its way. Reading is not only
+        for the output already in flight: the engine finishes a container's exit (and so
+        answers the kill) only once the container's output has been delivered to every
+        attached client, and a flood keeps ours full (docs/architecture.md)."""
+        kill = asyncio.create_task(self._engine.kill(container_id))
         try:
-            async with asyncio.timeout_at(_loop_time(deadline)):
-                while (frame := await stream.read_frame()) is not None:
-                    if not capture.feed(*frame):
-                        return False, False
-                    if capture.complete and capture.streams[STDERR].endswith(b"\n"):
-                        return False, True  # the program has ended; its output is all here
-                return False, True
-        except TimeoutError:
-            return True, False
+            drain_until = asyncio.get_running_loop().time() + DRAIN_AFTER_KILL_S
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(drain_until):
+                    while (frame := await stream.read_frame()) is not None:
+                        capture.feed(*frame)
+            stream.close()  # ended or not: closing also lets the engine's copy end
+            await kill
+        finally:
+            if not kill.done():  # cancelled: the container's removal kills it anyway
+                kill.cancel()
 
     def _remove_later(self, container_id: str) -> None:
         """Removal is off the request's path but tracked, so shutdown waits for it."""
@@ -377,7 +369,27 @@ class DockerSandbox:
                 await asyncio.sleep(0.5 * (attempt + 1))
 
 
-def _loop_time(monotonic_deadline: float) -> float:
-    """asyncio's clock is time.monotonic on Linux; convert for timeout_at all the same."""
+async def _collect(stream: AttachedStream, capture: Capture, *, deadline: float) -> Ending:
+    """Reads frames until the output ends, the program passes a cap, or the deadline (in
+    the loop's time). A possible mark past the cap that goes no further within
+    PARTIAL_MARK_WAIT_S was the program's: it is over the cap."""
     loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic_deadline - time.monotonic())
+    while True:
+        until = deadline
+        if capture.pending:
+            until = min(deadline, loop.time() + PARTIAL_MARK_WAIT_S)
+        try:
+            async with asyncio.timeout_at(until):
+                frame = await stream.read_frame()
+        except TimeoutError:
+            if until < deadline:
+                capture.stalled = True
+                return Ending.OVER
+            return Ending.TIMEOUT
+        if frame is None:
+            return Ending.ENDED
+        capture.feed(*frame)
+        if capture.over:
+            return Ending.OVER
+        if capture.complete:
+            return Ending.ENDED  # the program has ended; its output is all here

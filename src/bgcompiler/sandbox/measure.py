@@ -27,8 +27,6 @@ from bgcompiler.errors import StartupError
 HELPER_IN_CONTAINER = "/.bgc-run"
 NONCE_NAME = ".bgc-nonce"
 RECORD_START = b"\x1e"
-# Room kept on stderr for the record, beyond the output cap (a record is about 100 bytes).
-RECORD_RESERVE = 160
 _SOURCE = "bgc-run.c"
 
 
@@ -56,6 +54,13 @@ class Measurement:
         return round((self.user_us + self.sys_us) / 1e3, 3)
 
     @property
+    def exit_code(self) -> int:
+        """The exit status as a shell reports it: 128 + the signal's number when killed."""
+        if os.WIFSIGNALED(self.wait_status):
+            return 128 + os.WTERMSIG(self.wait_status)
+        return os.WEXITSTATUS(self.wait_status)
+
+    @property
     def signal(self) -> str | None:
         """The signal that ended the program, by name; None when it exited by itself."""
         if os.WIFSIGNALED(self.wait_status):
@@ -77,29 +82,13 @@ def record_mark(nonce: str) -> bytes:
     return RECORD_START + nonce.encode("ascii") + b" "
 
 
-def split_end_mark(stdout: bytes, nonce: str) -> bytes:
-    """The program's own stdout, without the helper's end mark."""
-    mark = end_mark(nonce)
-    at = stdout.rfind(mark)
-    return stdout if at < 0 else stdout[:at] + stdout[at + len(mark) :]
-
-
-def split_record(stderr: bytes, nonce: str) -> tuple[bytes, Measurement | None]:
-    """The program's own stderr, and the helper's measurement when its record is there."""
-    marker = record_mark(nonce)
-    at = stderr.rfind(marker)
-    if at < 0:
-        return stderr, None
-    end = stderr.find(b"\n", at)
-    if end < 0:
-        return stderr, None
-    fields = stderr[at + len(marker) : end].split()
+def parse_record(figures: bytes) -> Measurement | None:
+    """The measurement in a record's figures (what follows its mark), or None if malformed."""
     try:
-        wall, user, system, rss, status, timed_out = (int(f) for f in fields)
+        wall, user, system, rss, status, timed_out = (int(f) for f in figures.split())
     except ValueError:
-        return stderr, None
-    measurement = Measurement(wall, user, system, rss, status, bool(timed_out))
-    return stderr[:at] + stderr[end + 1 :], measurement
+        return None
+    return Measurement(wall, user, system, rss, status, bool(timed_out))
 
 
 def ensure_helper(configured: str | None, cache_dir: Path) -> Path:

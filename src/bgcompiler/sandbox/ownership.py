@@ -2,9 +2,11 @@
 
 Every container carries three labels: the service, this instance's id, and the host name.
 A live instance holds an exclusive flock on `<state_dir>/<id>.lock` for as long as its
-process lives; the kernel drops the lock when the process dies, even by SIGKILL. A new
-instance removes the containers of every instance on this host whose lock it can take,
-and never touches those of a live instance, nor those made from another host.
+process lives; the kernel drops the lock when the process dies, even by SIGKILL, and the
+file stays. A new instance removes the containers of every instance on this host whose
+lock file it finds in its state dir and can lock. It never touches those of a live
+instance, of an instance whose lock file it cannot see (another --state-dir), nor those
+made from another host.
 """
 
 from __future__ import annotations
@@ -60,16 +62,18 @@ class InstanceLease:
         self._fd = None
 
     def is_dead(self, instance_id: str) -> bool:
-        """True when no live process holds that instance's lock (so its containers are orphans)."""
+        """True when that instance's lock file is here and no live process holds it: it died
+        (a crash or SIGKILL leaves the file; the kernel drops the lock), so its containers
+        are orphans."""
         if instance_id == self.instance_id:
             return False
         path = self._lock_path(instance_id)
         try:
             fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return True
         except OSError:
-            return False  # cannot tell: leave its containers alone
+            # No lock file here: an instance with another --state-dir (alive or not), or one
+            # that stopped cleanly and removed its containers itself. Cannot tell: leave them.
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

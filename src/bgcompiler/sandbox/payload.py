@@ -41,6 +41,8 @@ _COMPILE = (
     f" exit {UNPACK_FAILED_EXIT}; }}\n"
     f"read -r mark < {NONCE_NAME}\n"
     "{helper}\ncode=$?\n"
+    # Orphans of the compile command must not write into the archive that follows.
+    "kill -9 -1 2>/dev/null\n"
     "[ $code -eq 0 ] && printf '\\035%s' \"$mark\" && tar -cf - .\nexit $code"
 )
 

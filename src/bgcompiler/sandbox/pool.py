@@ -8,10 +8,10 @@ the very same as a container made on demand.
 
 Containers are kept per key (image, runtime, limits, stage kind, cpuset). Each key has a
 target: it starts at 2 (one ready while the next one starts), grows by one each time a run
-finds the key empty (demand outran the pool) and shrinks by one in each quiet period. Each
-take refills the key up to its target in the background, within a budget for all keys
-together; keys unused for `idle_s` are emptied, and the least recently used key gives way
-when the budget is full.
+finds the key empty (demand outran the pool) and shrinks by one in each quiet period, when
+a ready container beyond the new target is removed. Each take refills the key up to its
+target in the background, within a budget for all keys together; keys unused for `idle_s`
+are emptied, and the least recently used key gives way when the budget is full.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from bgcompiler.sandbox.monitor import ContainerWatch, EngineMonitor
 
 log = structlog.get_logger(__name__)
 
+# A quiet period: the pool is looked over this often (or four times per idle_s if shorter).
 REAP_EVERY_S = 5.0
 MIN_TARGET = 2
 
@@ -165,16 +166,23 @@ class WarmPool:
 
     async def _reap_idle(self) -> None:
         while True:
-            await asyncio.sleep(REAP_EVERY_S)
-            now = time.monotonic()
-            for key in list(self._target):
-                if key not in self._missed:  # a quiet period: shrink towards the minimum
-                    self._target[key] = max(MIN_TARGET, self._target[key] - 1)
-            self._missed.clear()
-            for key, ready in list(self._ready.items()):
-                if now - self._last_used.get(key, 0.0) > self._idle_s:
-                    while ready:
-                        self._discard(ready.popleft())
-                    del self._ready[key]
-                    self._last_used.pop(key, None)
-                    self._target.pop(key, None)
+            await asyncio.sleep(min(REAP_EVERY_S, self._idle_s / 4))
+            self.reap(time.monotonic())
+
+    def reap(self, now: float) -> None:
+        """One quiet-period check: shrink the targets of keys that were not short, remove
+        ready containers beyond them, and empty the keys unused for `idle_s`."""
+        for key in list(self._target):
+            if key not in self._missed:  # a quiet period: shrink towards the minimum
+                self._target[key] = max(MIN_TARGET, self._target[key] - 1)
+                ready = self._ready.get(key)
+                while ready and len(ready) > self._target[key]:
+                    self._discard(ready.pop())
+        self._missed.clear()
+        for key, ready in list(self._ready.items()):
+            if now - self._last_used.get(key, 0.0) > self._idle_s:
+                while ready:
+                    self._discard(ready.popleft())
+                del self._ready[key]
+                self._last_used.pop(key, None)
+                self._target.pop(key, None)
