@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import os
 import statistics
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Server, launch
+from tests.conftest import RUNTIMES, Server, docker_inspect, launch
 
 pytestmark = pytest.mark.integration
 
@@ -89,19 +91,15 @@ def test_a_run_that_did_not_finish_ok_has_no_verdict(server: Server) -> None:
     assert result["runs"][0]["verdict"] is None
 
 
-def test_per_request_limits_apply_and_are_reported(server: Server) -> None:
-    """time_ms, memory_mb, output_kb, pids and cpus below the server's maxima take effect."""
+def test_per_request_limits_are_reported(server: Server) -> None:
+    """The limits applied are the request's, each below the server's maximum."""
     result = v1(
         server,
         language="sh",
-        script="yes | head -c 5000; sleep 5",
+        script="true",
         limits={"time_ms": 500, "memory_mb": 64, "output_kb": 2, "pids": 32, "cpus": 0.5},
     )
-    run = result["runs"][0]
-    assert run["status"] == "output_limit"
-    assert len(run["stdout"]) == 2048
-    limits = result["environment"]["limits"]
-    assert limits == {
+    assert result["environment"]["limits"] == {
         "time_ms": 500,
         "memory_mb": 64,
         "output_kb": 2,
@@ -109,9 +107,82 @@ def test_per_request_limits_apply_and_are_reported(server: Server) -> None:
         "cpus": 0.5,
         "disk_mb": 16,
     }
+
+
+def test_a_per_request_output_cap_cuts_there(server: Server) -> None:
+    """output_kb 2: the run is cut at 2048 bytes and killed (output_limit)."""
+    run = v1(server, language="sh", script="yes | head -c 5000; sleep 5", limits={"output_kb": 2})
+    assert run["runs"][0]["status"] == "output_limit"
+    assert len(run["runs"][0]["stdout"]) == 2048
+
+
+def test_a_per_request_time_limit_kills_there(server: Server) -> None:
+    """time_ms 500: the program is killed at 500 ms by the helper (not at the server's 3 s):
+    its own wall time is at least 500 ms and far below the server's limit."""
     slow = v1(server, language="sh", script="exec sleep 5", limits={"time_ms": 500})
-    assert slow["runs"][0]["status"] == "timeout"
-    assert 490 <= slow["runs"][0]["wall_ms"] <= 560
+    run = slow["runs"][0]
+    assert run["status"] == "timeout"
+    assert run["signal"] == "SIGKILL"
+    assert 500 <= run["wall_ms"] < 500 + 1000
+
+
+ALLOCATE = "import sys\nblock = bytearray(int(sys.argv[1]) << 20)\nprint('allocated')\n"
+
+
+def test_a_per_request_memory_limit_kills_there(server: Server) -> None:
+    """memory_mb 64: allocating 100 MB is a memory_limit; 32 MB (the control) is fine. The
+    server's own limit (256 MB) would let both through."""
+    over = v1(server, language="python", script=ALLOCATE, args=["100"], limits={"memory_mb": 64})
+    assert over["runs"][0]["status"] == "memory_limit", over["runs"][0]
+    under = v1(server, language="python", script=ALLOCATE, args=["32"], limits={"memory_mb": 64})
+    assert under["runs"][0]["status"] == "ok", under["runs"][0]
+    assert under["runs"][0]["stdout"] == "allocated\n"
+
+
+FORK_MANY = (
+    "import os, time\n"
+    "children = 0\n"
+    "for _ in range(40):\n"
+    "    try:\n"
+    "        if os.fork() == 0:\n"
+    "            time.sleep(2)\n"
+    "            os._exit(0)\n"
+    "        children += 1\n"
+    "    except OSError:\n"
+    "        break\n"
+    "print(children)\n"
+)
+
+
+def test_a_per_request_pids_limit_caps_processes(server: Server) -> None:
+    """pids 8: at most 8 processes (the helper, python and its children), so fewer than 8
+    children; with the server's 64, all 40 are made."""
+    capped = v1(server, language="python", script=FORK_MANY, limits={"pids": 8})
+    assert int(capped["runs"][0]["stdout"]) < 8, capped["runs"][0]
+    free = v1(server, language="python", script=FORK_MANY)
+    assert int(free["runs"][0]["stdout"]) == 40, free["runs"][0]
+
+
+# Spins for 1.5 s and prints the share of its milliseconds in which it made progress: a
+# program held to half a CPU is stopped for about half of each scheduling period. (Its own
+# CPU time is no measure here: gVisor counts the time its sandbox is held as running.)
+SPIN = (
+    "import time\n"
+    "started = time.monotonic()\n"
+    "ran = set()\n"
+    "while (now := time.monotonic() - started) < 1.5:\n"
+    "    ran.add(int(now * 1000))\n"
+    "print(len(ran) / 1500)\n"
+)
+
+
+def test_a_per_request_cpu_cap_holds_the_program_to_its_share(server: Server) -> None:
+    """cpus 0.5: a program spinning for 1.5 s runs in about half of its milliseconds, by
+    its own clock (0.52 under runc and 0.57 under gVisor here, whose own threads share the
+    cap; 1.0 without a cap on an idle machine)."""
+    capped = v1(server, language="python", script=SPIN, limits={"cpus": 0.5})
+    share = float(capped["runs"][0]["stdout"])
+    assert share <= 0.75, share
 
 
 @pytest.mark.parametrize(
@@ -188,18 +259,26 @@ def test_summary_statistics_match_values_computed_here(server: Server) -> None:
         assert stats["cv"] == pytest.approx(stdev / mean, abs=1e-5)
 
 
-def test_spread_runs_give_the_same_results(server: Server) -> None:
-    """sequential=false spreads the runs over the workers; every run is still reported."""
-    result = v1(
-        server,
-        language="python",
-        script="print(input())",
-        stdin="same",
-        count=4,
-        sequential=False,
-    )
-    assert [r["stdout"] for r in result["runs"]] == ["same\n"] * 4
-    assert result["environment"]["sequential"] is False
+def test_spread_runs_execute_at_the_same_time_and_sequential_ones_do_not(
+    server: Server,
+) -> None:
+    """sequential=false spreads the runs over the two workers: their spans (each run's own
+    clock readings) overlap. sequential=true runs them one after another: no overlap."""
+    script = "import time\nprint(time.time())\ntime.sleep(1)\nprint(time.time())\n"
+
+    def spans(sequential: bool) -> list[tuple[float, float]]:
+        result = v1(server, language="python", script=script, count=2, sequential=sequential)
+        assert result["environment"]["sequential"] is sequential
+        found = []
+        for run in result["runs"]:
+            start, end = map(float, run["stdout"].split())
+            found.append((start, end))
+        return sorted(found)
+
+    (_, a_end), (b_start, _) = spans(sequential=False)
+    assert b_start < a_end, "spread runs did not overlap"
+    (_, a_end), (b_start, _) = spans(sequential=True)
+    assert b_start >= a_end, "sequential runs overlapped"
 
 
 def test_environment_names_image_runtime_and_language(server: Server) -> None:
@@ -241,23 +320,48 @@ def test_bad_v1_requests_are_named_422s(
         assert response.json()["field"] == field
 
 
-def test_runs_are_pinned_to_a_spare_cpu(tmp_path: Path) -> None:
-    """With a CPU to spare (1 worker on this 2-CPU machine), runs are pinned to CPU 1."""
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_runs_are_pinned_to_a_spare_cpu(tmp_path: Path, runtime: str) -> None:
+    """With a CPU to spare (1 worker on this 2-CPU machine), runs are pinned to CPU 1: the
+    container's cpuset says so (and under runc, the program's own affinity)."""
     if (os.cpu_count() or 1) < 2:
         pytest.fail("this test needs a machine with at least 2 CPUs")
-    service = launch(tmp_path, "--workers", "1")
+    service = launch(tmp_path, "--workers", "1", "--pool", "0", runtime=runtime)
     try:
-        result = v1(service, language="sh", script="grep Cpus_allowed_list /proc/self/status")
-        assert result["environment"]["cpuset"] == "1"
-        if service.runtime == "runc":  # gVisor shows its own view of the CPUs
-            assert result["runs"][0]["stdout"].split() == ["Cpus_allowed_list:", "1"]
-        unpinned = launch(tmp_path / "b", "--workers", "1", "--no-pin-cpus")
+        seen: dict[str, dict[str, Any]] = {}
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                for container in service.containers():
+                    if container not in seen and (found := docker_inspect(container)):
+                        seen[container] = found
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
         try:
-            assert v1(unpinned, language="sh", script="true")["environment"]["cpuset"] is None
+            result = v1(
+                service,
+                language="sh",
+                script="hostname; grep Cpus_allowed_list /proc/self/status; sleep 1",
+            )
         finally:
-            assert unpinned.stop() == 0
+            done.set()
+            watcher.join()
+        assert result["environment"]["cpuset"] == "1"
+        hostname, *affinity = result["runs"][0]["stdout"].split()
+        [config] = [c for c_id, c in seen.items() if c_id.startswith(hostname)]
+        assert config["HostConfig"]["CpusetCpus"] == "1"
+        if runtime == "runc":  # gVisor shows its own view of the CPUs
+            assert affinity == ["Cpus_allowed_list:", "1"]
     finally:
         assert service.stop() == 0
+    unpinned = launch(tmp_path / "b", "--workers", "1", "--no-pin-cpus", runtime=runtime)
+    try:
+        assert v1(unpinned, language="sh", script="true")["environment"]["cpuset"] is None
+    finally:
+        assert unpinned.stop() == 0
 
 
 def test_long_nested_and_executable_files_arrive_intact(server: Server) -> None:
@@ -284,15 +388,25 @@ def test_long_nested_and_executable_files_arrive_intact(server: Server) -> None:
 @pytest.mark.parametrize(
     ("run", "stdout"),
     [
-        ("echo plain words", "plain words\n"),  # exec'd directly: nothing for a shell here
-        ("echo $((6 * 7)) 'quoted  text'", "42 quoted  text\n"),  # the shell interprets
+        ("expr 6 '*' 7", "42\n"),  # quotes: the shell interprets
+        ("echo $((6 * 7)) 'quoted  text'", "42 quoted  text\n"),
         ("X=1 env | grep ^X=", "X=1\n"),
+        ("seq 3", "1\n2\n3\n"),  # nothing for a shell here: exec'd directly
     ],
 )
 def test_commands_mean_what_they_mean_under_sh(server: Server, run: str, stdout: str) -> None:
-    """Simple commands skip the shell; anything with shell syntax still gets /bin/sh -c."""
+    """Whichever way a command is started, it means what it means under /bin/sh -c."""
     result = v1(server, image="bgc/busybox:latest", run=run, script="")
     assert result["runs"][0]["stdout"] == stdout
+
+
+def test_a_simple_command_is_executed_without_a_shell(server: Server) -> None:
+    """`env` alone is exec'd directly: no shell ran, so none exported SHLVL into its
+    environment. The same command through a pipe (shell syntax) shows the shell's SHLVL."""
+    direct = v1(server, image="bgc/busybox:latest", run="env", script="")["runs"][0]
+    shelled = v1(server, image="bgc/busybox:latest", run="env | cat", script="")["runs"][0]
+    assert "SHLVL=" in shelled["stdout"], shelled  # the control: busybox sh exports it
+    assert "SHLVL=" not in direct["stdout"], direct
 
 
 def test_a_missing_program_is_127_as_under_sh(server: Server) -> None:
@@ -301,3 +415,62 @@ def test_a_missing_program_is_127_as_under_sh(server: Server) -> None:
     assert run["exit_code"] == 127
     assert "no-such-program: not found" in run["stderr"]
     assert run["status"] == "runtime_error"
+
+
+def test_a_compile_stage_that_times_out_runs_nothing(server: Server) -> None:
+    """The compile stage has the time limit too: killed there, a timeout, and no run."""
+    result = v1(server, image="bgc/busybox:latest", script="", compile="sleep 60", run="true")
+    assert result["compile"]["status"] == "timeout"
+    assert result["compile"]["timed_out"] is True
+    assert result["runs"] == []
+
+
+def test_a_compile_stage_that_floods_is_cut_and_runs_nothing(server: Server) -> None:
+    """A compile stage past the output cap: output_limit, its output cut at the cap."""
+    result = v1(server, image="bgc/busybox:latest", script="", compile="yes", run="true")
+    assert result["compile"]["status"] == "output_limit"
+    assert len(result["compile"]["stdout"]) == 30 * 1024
+    assert result["runs"] == []
+
+
+def test_only_regular_files_travel_from_a_compile_stage_to_its_runs(server: Server) -> None:
+    """Links the compile stage made (to host paths, or hard links) are not handed on: the
+    runs get regular files only."""
+    result = v1(
+        server,
+        image="bgc/busybox:latest",
+        script="",
+        compile="echo data > file; ln -s /etc/passwd sym; ln -s .. up; ln file hard; mkdir d",
+        run="ls -A; cat file hard 2>/dev/null",
+    )
+    assert result["compile"]["status"] == "ok"
+    listed = result["runs"][0]["stdout"].split()
+    assert not {"sym", "up"} & set(listed)
+    # The archive holds the file once, under one of its two names (the other is a link).
+    assert len([name for name in listed if name in ("file", "hard")]) == 1
+    assert listed[-1] == "data"
+
+
+def test_compile_files_over_artifacts_are_refused_with_a_reason(tmp_path: Path) -> None:
+    """A compile stage leaving more than --artifacts MB in /bg: output_limit, a reason that
+    names --artifacts, and no run (its own output is intact)."""
+    service = launch(tmp_path, "--artifacts", "1", "--disk", "16")
+    try:
+        result = v1(
+            service,
+            image="bgc/busybox:latest",
+            script="",
+            compile="echo compiling; head -c 2000000 /dev/zero > big",
+            run="true",
+        )
+        assert result["compile"]["status"] == "output_limit"
+        assert "--artifacts" in result["compile"]["error"]
+        assert result["compile"]["stdout"] == "compiling\n"
+        assert result["compile"]["output_truncated"] is False
+        assert result["runs"] == []
+        small = v1(
+            service, image="bgc/busybox:latest", script="", compile="echo x > f", run="cat f"
+        )
+        assert small["runs"][0]["stdout"] == "x\n"
+    finally:
+        assert service.stop() == 0

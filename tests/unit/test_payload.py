@@ -16,6 +16,7 @@ from bgcompiler.sandbox.payload import (
     bootstrap_command,
     build_payload,
     check_file_name,
+    files_from_tar,
 )
 
 
@@ -86,7 +87,34 @@ def test_ordinary_names_are_accepted(name: str) -> None:
 def test_the_container_command_does_not_depend_on_the_run() -> None:
     """The user's command travels in the archive: the Cmd is the same for every run with the
     same limits, so a container can be started before its run is known."""
-    assert bootstrap_command(5000) == bootstrap_command(5000)
     assert bootstrap_command(5000) == ["/.bgc-run", "5000"]  # no shell, no tar: the helper
     assert bootstrap_command(5000) != bootstrap_command(6000)
     assert bootstrap_command(5000, artifacts=True)[:2] == ["/bin/sh", "-c"]
+
+
+def test_only_safe_regular_files_are_taken_from_a_compile_archive() -> None:
+    """Links, devices, directories and names leaving the work directory are dropped."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+
+        def add(name: str, kind: bytes = tarfile.REGTYPE, content: bytes = b"x") -> None:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.REGTYPE:
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+            else:
+                info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+                archive.addfile(info)
+
+        add("./main", content=b"\x7fELF")
+        add("./lib/util.o")
+        add("../escape")
+        add("/abs")
+        add("a/../../b")
+        add("./sym", tarfile.SYMTYPE)
+        add("./hard", tarfile.LNKTYPE)
+        add("./dev", tarfile.CHRTYPE)
+        add("./dir", tarfile.DIRTYPE)
+    files = files_from_tar(buffer.getvalue())
+    assert [(f.name, f.content) for f in files] == [("main", b"\x7fELF"), ("lib/util.o", b"x")]
