@@ -121,6 +121,26 @@ class Server:
     def busy(self) -> bool:
         return bool(self.status()["busy_workers"])
 
+    def running_containers(self) -> list[str]:
+        """Its containers that are running (warm ones included: they wait, started)."""
+        ids = self.containers()
+        if not ids:
+            return []
+        states = subprocess.run(
+            ["docker", "inspect", "-f", "{{.Id}} {{.State.Running}}", *ids],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split("\n")
+        return [line.split()[0] for line in states if line.endswith(" true")]
+
+    def program_running(self) -> bool:
+        """A worker is busy and more containers run than the warm ones it accounts for."""
+        status = self.status()
+        sandbox = status["sandbox"]
+        warm = sandbox["pool_ready"] + sandbox["pool_starting"]
+        return bool(status["busy_workers"]) and len(self.running_containers()) > warm
+
     def compile(self, **body: Any) -> httpx.Response:
         return self.client.post("/compile", json=body)
 

@@ -65,27 +65,6 @@ def exists(container: str) -> bool:
     )
 
 
-def running(server: Server) -> list[str]:
-    """The instance's containers that are running (warm ones included: they wait, started)."""
-    return [
-        c
-        for c in server.containers()
-        if subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Running}}", c],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        == "true"
-    ]
-
-
-def run_in_flight(server: Server) -> bool:
-    """A worker is busy and a running container is not a warm one: a program runs."""
-    status = server.status()
-    return bool(status["busy_workers"]) and len(running(server)) > status["sandbox"]["pool_ready"]
-
-
 @contextlib.contextmanager
 def requested(server: Server, path: str, body: dict[str, Any]) -> Iterator[None]:
     """Sends a request on a connection of its own, and closes that connection (without
@@ -213,7 +192,7 @@ def test_sigterm_lets_short_runs_finish_and_ends_long_ones_at_the_grace(
     long_thread, long = in_background(
         lambda: server.compile(script="sleep 60", image=BUSYBOX, cmd="sh", count=1)
     )
-    assert wait_until(lambda: len(running(server)) == 2, timeout=30)
+    assert wait_until(lambda: len(server.running_containers()) == 2, timeout=30)
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     long_thread.join(timeout=30)
@@ -242,7 +221,7 @@ def test_client_disconnect_drops_queued_runs_and_kills_the_running_one(
     try:
         body = {"script": "sleep 60", "image": BUSYBOX, "cmd": "sh", "count": 5}
         with requested(server, "/compile", body):
-            assert wait_until(lambda: run_in_flight(server), timeout=30)
+            assert wait_until(lambda: server.program_running(), timeout=30)
         # the connection is closed here, mid-run
         assert wait_until(lambda: not server.busy(), timeout=15), "its runs went on"
         assert server.status()["waiting_runs"] == 0

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import TEST_FLAGS, Server, launch
+from tests.conftest import RUNTIMES, TEST_FLAGS, Server, launch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,9 +31,11 @@ CHECKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    service = launch(tmp_path_factory.mktemp("fuzz"), *TEST_FLAGS)
+@pytest.fixture(scope="module", params=RUNTIMES)
+def fuzzed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    service = launch(tmp_path_factory.mktemp("fuzz"), *TEST_FLAGS, runtime=request.param)
     yield service
     assert service.stop() == 0, service.log()
 
@@ -58,3 +60,4 @@ def test_no_server_errors_and_answers_match_the_schema(fuzzed: Server) -> None:
             case.call_and_validate(checks=CHECKS, timeout=60)
 
         check()
+    assert fuzzed.settled(), fuzzed.containers()
