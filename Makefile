@@ -33,11 +33,12 @@ test-unit: $(SETUP_STAMP)
 check: lint typecheck
 
 lint: $(SETUP_STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 typecheck: $(SETUP_STAMP)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

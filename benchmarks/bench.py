@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,8 @@ class Service:
         if self.runtime == "runsc":
             args.append("--gvisor")
         log = (state / f"service-{self.runtime}-{self.port}.log").open("wb")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # Popen returns at once (the service starts in the background); nothing blocks here.
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
         async with aiohttp.ClientSession() as session:
             for _ in range(200):
                 try:
@@ -253,10 +255,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     for _ in range(args.block):
                         entry["cold"].append(await floors.cold(workload, runtime))
                         entry["exec"].append(await floors.exec(workload, runtime))
-                        url = services[runtime].url
-                        entry["service"].append(
-                            await timed(lambda: post_compile(session, url, workload))
-                        )
+                        one = partial(post_compile, session, services[runtime].url, workload)
+                        entry["service"].append(await timed(one))
                         runs_served[runtime] += 1
 
             # Throughput per concurrency, engine and service alternating at each level.
@@ -267,17 +267,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 for level in args.levels:
                     total = args.throughput_runs
                     entry["engine"][level] = await throughput(
-                        lambda: floors.cold(workload, runtime), level, total
+                        partial(floors.cold, workload, runtime), level, total
                     )
                     entry["service"][level] = await throughput(
-                        lambda: post_compile(session, url, workload), level, total
+                        partial(post_compile, session, url, workload), level, total
                     )
                     runs_served[runtime] += total
 
             # A batch of 50 in one request.
             for workload, runtime in cases:
                 url = services[runtime].url
-                ms = await timed(lambda: post_compile(session, url, workload, count=50))
+                ms = await timed(partial(post_compile, session, url, workload, count=50))
                 data["batch"][f"{workload}/{runtime}"] = {"ms": ms, "runs_per_s": 50 / (ms / 1000)}
                 runs_served[runtime] += 50
 
@@ -298,7 +298,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 async with session.post(
                     f"{services[runtime].url}/api/v1/runs", json=body
                 ) as response:
-                    summary = (await response.json())["summary"]
+                    answer = await response.json()
+                # A figure over fewer runs, or over runs that did not end ok, is no figure.
+                if response.status != 200 or answer["summary"]["statuses"] != {"ok": 20}:
+                    raise RuntimeError(f"a stability run failed: {response.status} {answer}")
+                summary = answer["summary"]
                 data["stability"][runtime] = {
                     "cpu_ms": summary["cpu_ms"],
                     "wall_ms": summary["wall_ms"],
@@ -386,14 +390,16 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "## Single-run latency (concurrency 1)",
         "",
-        "| case | cold floor p50 | exec floor p50 | service p50 | service p99 | service p50 / exec floor | target |",
+        "| case | cold floor p50 | exec floor p50 | service p50 | service p99 "
+        "| service p50 / exec floor | target |",
         "|---|---|---|---|---|---|---|",
     ]
     for key, entry in data["latency"].items():
         cold, execf, svc = (statistics.median(entry[k]) for k in ("cold", "exec", "service"))
         ratio = svc / execf
         lines.append(
-            f"| {key} | {cold:.1f} ms | {execf:.1f} ms | {svc:.1f} ms | {percentile(entry['service'], 0.99):.1f} ms "
+            f"| {key} | {cold:.1f} ms | {execf:.1f} ms | {svc:.1f} ms "
+            f"| {percentile(entry['service'], 0.99):.1f} ms "
             f"| **{ratio:.2f}x** | <= 1.4x {'met' if ratio <= 1.4 else 'missed'} |"
         )
     lines += [
@@ -410,7 +416,8 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         svc = max(entry["service"].values())
         ratio = svc / engine
         lines.append(
-            f"| {key} | {engine:.1f} | {svc:.1f} | **{ratio:.2f}x** | >= 0.95x {'met' if ratio >= 0.95 else 'missed'} |"
+            f"| {key} | {engine:.1f} | {svc:.1f} | **{ratio:.2f}x** "
+            f"| >= 0.95x {'met' if ratio >= 0.95 else 'missed'} |"
         )
     lines += [
         "",
@@ -435,7 +442,8 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
     for runtime in args.runtimes:
         cost = data["service"][runtime]
         lines.append(
-            f"| CPU time per run ({runtime}, over {cost['runs']} runs) | {cost['cpu_ms_per_run']:.2f} ms | "
+            f"| CPU time per run ({runtime}, over {cost['runs']} runs) "
+            f"| {cost['cpu_ms_per_run']:.2f} ms | "
             f"< 5 ms {'met' if cost['cpu_ms_per_run'] < 5 else 'missed'} |"
         )
     rss = data["service"]["rss"]
@@ -447,7 +455,8 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "## Timing stability (20 sequential runs of a CPU-bound Python loop)",
         "",
-        "| runtime | cpu_ms median | cv of cpu_ms | wall_ms median | cv of wall_ms | target (cv of cpu_ms) |",
+        "| runtime | cpu_ms median | cv of cpu_ms | wall_ms median | cv of wall_ms "
+        "| target (cv of cpu_ms) |",
         "|---|---|---|---|---|---|",
     ]
     for runtime, entry in data["stability"].items():
@@ -458,7 +467,8 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
             else "(reference: no container)"
         )
         lines.append(
-            f"| {runtime} | {entry['cpu_ms']['median']:.1f} | {cv * 100:.2f}% | {entry['wall_ms']['median']:.1f} | "
+            f"| {runtime} | {entry['cpu_ms']['median']:.1f} | {cv * 100:.2f}% "
+            f"| {entry['wall_ms']['median']:.1f} | "
             f"{entry['wall_ms']['cv'] * 100:.2f}% | {verdict} |"
         )
     lines += ["", "## Missed targets: the gap, and what limits it", ""]
