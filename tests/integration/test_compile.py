@@ -54,9 +54,8 @@ def test_the_script_command_and_files_are_placed_as_in_the_seed(server: Server) 
 def test_stdin_is_delivered_and_closed(server: Server) -> None:
     """Seed bug: stdin was never closed, so `cat` hung. Now it ends, with the seed's newline."""
     result = server.run("cat; echo end", stdIn="line one\nline two")
-    assert result["status"] == "ok"
+    assert result["status"] == "ok"  # a cat waiting for more input would be a timeout
     assert result["stdout"] == "line one\nline two\nend\n"
-    assert result["duration_ms"] < 2000
 
 
 def test_no_stdin_reads_as_empty(server: Server) -> None:
@@ -75,12 +74,14 @@ def test_exit_code_and_stderr_are_reported(server: Server) -> None:
 
 
 def test_timeout_kills_and_keeps_earlier_output(server: Server) -> None:
-    """At --timeout the run is killed; output printed before is kept; duration is the limit."""
-    result = server.run("echo before; sleep 60")
+    """At --timeout (3 s) the run is killed, never before; output printed before is kept;
+    the answer comes within a bounded margin of the limit."""
+    result, waited = timed(lambda: server.run("echo before; sleep 60"))
     assert result["timed_out"] is True
     assert result["status"] == "timeout"
     assert result["stdout"] == "before\n"
-    assert 3000 <= result["duration_ms"] <= 4500
+    assert result["duration_ms"] >= 3000
+    assert 3 <= waited < 3 + 3
 
 
 # Seconds within which a run past its output cap must have been answered, under a 60 s
