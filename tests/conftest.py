@@ -244,6 +244,17 @@ TEST_FLAGS = (
 
 RUNTIMES = ["runc", pytest.param("runsc", marks=pytest.mark.gvisor)]
 
+# A shell fragment for a run: a listener on the run's own loopback, and a client that tries
+# until the listener is up (polling, never a fixed sleep: on a loaded machine it may take a
+# while), then "got: <what the listener received>". The positive control of network tests.
+LOOPBACK_CONTROL = (
+    "(nc -l -p {port} > /tmp/got &); n=0;"
+    " until echo {text} | nc -w 1 127.0.0.1 {port} 2>/dev/null; do"
+    " n=$((n+1)); [ $n -gt 200 ] && break; sleep 0.02; done;"
+    " until [ -s /tmp/got ] || [ $n -gt 200 ]; do n=$((n+1)); sleep 0.02; done;"
+    ' echo "got: $(cat /tmp/got)";'
+)
+
 
 @pytest.fixture(scope="session", params=RUNTIMES)
 def shared_server(
@@ -317,3 +328,12 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     assert engine.returncode == 0, "cannot check for leftover containers: the engine is down"
     left = {instance: our_containers(instance) for instance in sorted(instances)}  # type: ignore[arg-type]
     assert not any(left.values()), f"containers left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (its own cluster, a free loopback port)."""
+    from tests.postgres import postgres_server
+
+    with postgres_server(free_port()) as url:
+        yield url

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON, Server, docker_inspect, timed, wait_until
+from tests.conftest import (
+    LOOPBACK_CONTROL,
+    PYTHON,
+    Server,
+    docker_inspect,
+    timed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -184,9 +191,8 @@ def test_loopback_works_inside_but_the_hosts_services_are_unreachable(server: Se
     """A server inside the run is reachable on its own loopback (the positive control); the
     service's port on the host's 127.0.0.1 is not: the run's loopback is its own."""
     result = server.run(
-        "(nc -l -p 9000 > /tmp/got &); sleep 0.5; echo inside | nc -w 2 127.0.0.1 9000;"
-        f' sleep 0.3; echo "got: $(cat /tmp/got)"; nc -w 2 127.0.0.1 {server.port} </dev/null;'
-        ' echo "host rc=$?"'
+        LOOPBACK_CONTROL.format(port=9000, text="inside")
+        + f' nc -w 2 127.0.0.1 {server.port} </dev/null; echo "host rc=$?"'
     )
     assert "got: inside" in result["stdout"], result
     assert "host rc=1" in result["stdout"]
