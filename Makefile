@@ -46,3 +46,4 @@ clean:
 bench: setup
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/jobs_bench.py $(JOBS_BENCH_ARGS)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs (when missing) and starts (when not answering) the Docker engine and gVisor's runsc.
+# Installs (when missing) and starts (when not answering) the Docker engine and gVisor's runsc;
+# installs the other Debian packages the service and its tests use (nothing of them is started
+# here: PostgreSQL is started by whoever needs a server, e.g. the test fixtures).
 # Idempotent: every step checks first. Never stops or restarts a daemon it did not start,
 # except for a SIGHUP so that a running daemon re-reads a runtime we just registered.
 set -euo pipefail
@@ -11,6 +13,8 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 [ -x /usr/bin/runsc ] || need_pkgs+=(runsc)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+# PostgreSQL: the job store's server option, and what the tests run it against.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_pkgs+=(postgresql)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   apt-get update -qq

@@ -203,6 +203,10 @@ def launch(
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"service-{port}.log"
     runtime_args = ["--gvisor"] if runtime == "runsc" else []
+    if "--data-dir" not in args and "--database-url" not in args:
+        # A job store of its own: never the user's, nor another test's (whose unfinished
+        # jobs a start-up would take up).
+        runtime_args += ["--data-dir", str(tmp / f"data-{port}")]
     command = [
         sys.executable,
         "-m",

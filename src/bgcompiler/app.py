@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,9 +13,13 @@ from fastapi import FastAPI
 
 from bgcompiler import __version__
 from bgcompiler.api.errors import RequestBodyLimit, install_error_handlers
+from bgcompiler.api.jobs_render import job_document
+from bgcompiler.api.jobs_routes import router as jobs_router
 from bgcompiler.api.routes import router
 from bgcompiler.api.v1_routes import router as v1_router
 from bgcompiler.errors import StartupError
+from bgcompiler.jobs.service import JobService
+from bgcompiler.jobs.webhooks import Webhooks
 from bgcompiler.languages import load_languages
 from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.sandbox.docker import DockerSandbox
@@ -24,6 +29,8 @@ from bgcompiler.sandbox.ownership import InstanceLease
 from bgcompiler.scheduler import Scheduler
 from bgcompiler.services import Services, limits_from
 from bgcompiler.settings import Settings
+from bgcompiler.store.database import database_url, open_database
+from bgcompiler.store.jobs import JobStore
 
 log = structlog.get_logger(__name__)
 
@@ -65,15 +72,44 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             languages = load_languages(settings.languages)
-            box = sandbox if sandbox is not None else docker_sandbox(settings)
+            url = database_url(settings.database_url, settings.data_dir)
+            engine = await open_database(url, settings.data_dir)
+        except StartupError as exc:
+            log.error("cannot start", reason=exc.message)
+            raise
+        box = sandbox if sandbox is not None else docker_sandbox(settings)
+        try:
             await box.open()
         except StartupError as exc:
+            await engine.dispose()
             log.error("cannot start", reason=exc.message)
             raise
         scheduler = Scheduler(
             box, workers=settings.workers, backlog=settings.backlog, pin_cpus=settings.pin_cpus
         )
         scheduler.start()
+        store = JobStore(engine)
+        webhooks = Webhooks(
+            store,
+            secret=settings.webhook_secret,
+            retries=settings.webhook_retries,
+            allow_private=settings.webhook_allow_private,
+        )
+
+        async def rendered(job_id: str) -> bytes:
+            row = await store.get(job_id)
+            assert row is not None
+            deliveries = await store.deliveries(job_id)
+            return json.dumps(job_document(row, deliveries)).encode()
+
+        jobs = JobService(
+            store,
+            scheduler,
+            webhooks,
+            document=rendered,
+            retention_s=settings.retention_days * 86400,
+        )
+        await jobs.open()
         stopping: list[asyncio.Task[None]] = []
 
         def begin_shutdown() -> None:
@@ -83,17 +119,21 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
 
         app.state.begin_shutdown = begin_shutdown
         app.state.services = Services(settings, box, scheduler, languages)
+        app.state.jobs = jobs
+        app.state.webhooks = webhooks
         log.info(
             "ready",
             workers=settings.workers,
             backlog=settings.backlog,
             runtime=settings.runtime_name or "runc",
+            store=url.split("://", 1)[0],
         )
         try:
             yield
         finally:
             begin_shutdown()
             await stopping[0]
+            await jobs.close()
             await box.close()
             log.info("stopped")
 
@@ -106,5 +146,6 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(v1_router)
+    app.include_router(jobs_router)
     app.add_middleware(RequestBodyLimit, limit=settings.max_body_bytes)
     return app

@@ -74,6 +74,16 @@ def main() -> None:
 @click.option("--languages", help="The language registry, a TOML file. [shipped one]")
 @click.option("--pin-cpus/--no-pin-cpus", default=None, help="Pin runs to spare CPUs. [on]")
 @click.option("--state-dir", help="Directory of live instances' lock files. [/run/bg-compiler]")
+@click.option("--data-dir", help="Where the embedded job store lives. [~/.local/share/bg-compiler]")
+@click.option("--database-url", help="A PostgreSQL job store: postgresql://user@host:port/db.")
+@click.option("--retention-days", type=float, help="Days finished jobs are kept. [7]")
+@click.option("--webhook-secret", help="HMAC key signing job callbacks. [none: no callbacks]")
+@click.option("--webhook-retries", type=int, help="Retries of a failed callback. [5]")
+@click.option(
+    "--webhook-allow-private/--no-webhook-allow-private",
+    default=None,
+    help="Allow callbacks to loopback and private addresses. [off]",
+)
 def start(**options: Any) -> None:
     """Start the HTTP service."""
     settings = _settings_from(options)

@@ -3,10 +3,13 @@
     BgcError                      anything this package raises on purpose
     ├── ClientError               the request is at fault: a 4xx
     │   ├── InvalidRequest        422: a field's value is not acceptable
-    │   └── ImageNotFound         422: the image is not present on the engine (we never pull)
+    │   ├── ImageNotFound         422: the image is not present on the engine (we never pull)
+    │   ├── NotFound              404: no such job
+    │   └── Conflict              409: the job is in a state that does not allow it
     ├── Unavailable               503: try again later
     │   ├── Busy                  the backlog cannot hold all runs of the request
     │   ├── EngineUnavailable     the Docker engine does not answer, or answers with errors
+    │   ├── StoreUnavailable      the job store does not answer
     │   └── ShuttingDown          the service is stopping
     └── SandboxError              a run failed for a reason inside the service or engine;
         │                         reported in the run's result as `internal_error`
@@ -58,6 +61,16 @@ class ImageNotFound(ClientError):
         self.image = image
 
 
+class NotFound(ClientError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(ClientError):
+    code = "conflict"
+    http_status = 409
+
+
 class Unavailable(BgcError):
     code = "unavailable"
     http_status = 503
@@ -73,6 +86,10 @@ class Busy(Unavailable):
 
 class EngineUnavailable(Unavailable):
     code = "engine_unavailable"
+
+
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"
 
 
 class ShuttingDown(Unavailable):

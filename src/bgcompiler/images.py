@@ -81,9 +81,6 @@ class RecipeBook:
     def names(self) -> list[str]:
         return sorted(self.recipes)
 
-    def tag(self, name: str) -> str:
-        return self._recipe(name).tag
-
     def build(self, names: list[str], *, only_missing: bool = False) -> list[str]:
         """Builds the named recipes (bases first); returns the tags built or found."""
         done: list[str] = []

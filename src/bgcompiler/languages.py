@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -19,10 +18,6 @@ class Language:
     file: str
     run: str
     compile: str | None = None
-
-    def command(self, template: str, entry: str) -> str:
-        """A registry command with `{file}` replaced by the (shell-quoted) entry file."""
-        return template.replace("{file}", shlex.quote(entry))
 
 
 def load_languages(path: str | None = None) -> dict[str, Language]:

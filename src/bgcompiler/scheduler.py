@@ -1,9 +1,11 @@
-"""The bounded backlog and the worker pool.
+"""A node's bounded backlog and its workers, which execute jobs (plans as data).
 
-`submit` admits all runs of a job or raises Busy at once; it never waits for room.
-Each job runs on one worker, its runs one after another (runs of one request never
-compete with each other for the CPU, so their timings can be compared). `--workers`
-jobs run at once; at most `--backlog` runs wait.
+`submit` admits a whole job or raises Busy at once; it never waits for room. A job runs on
+one worker: its runs one after another, so they never compete with each other for the CPU
+and their timings can be compared. A plan that asks to be spread hands its measured runs to
+every free worker (its own included). `--workers` runs execute at once; at most
+`--backlog` runs wait. Each worker pins its runs to a CPU of its own when the node has one
+to spare: pinning belongs to the node, not to the job.
 """
 
 from __future__ import annotations
@@ -14,37 +16,57 @@ import dataclasses
 import math
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
+from bgcompiler.core.events import Event, JobFinished
+from bgcompiler.core.execute import execute
+from bgcompiler.core.outcome import Outcome
+from bgcompiler.core.plan import Plan
 from bgcompiler.errors import Busy, ShuttingDown
 from bgcompiler.models import RunResult, RunSpec
 from bgcompiler.sandbox.base import Sandbox
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
-RunOnce = Callable[[RunSpec], Awaitable[RunResult]]
-Work = Callable[[RunOnce], Awaitable[T]]
+EventSink = Callable[[Event], Awaitable[None]]
 
 _RETRY_AFTER_MAX_S = 60
 
 
-class Job(Generic[T]):
-    """Up to `runs` sandbox runs, performed by `work` through the runner it is given."""
+async def _nowhere(_: Event) -> None:
+    """The sink of a job whose events nobody follows (its outcome is still returned)."""
 
-    def __init__(self, runs: int, work: Work[T]) -> None:
-        if runs < 1:
-            raise ValueError("a job has at least one run")
-        self.runs = runs
-        self.work = work
-        self.result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self.not_started = runs
-        self.task: asyncio.Task[None] | None = None
-        self.cancelled = False
-        self.cpuset: str | None = None  # the CPU its runs were pinned to, if any
+
+@dataclass(eq=False)
+class Job:
+    """A plan to execute, and where its events go as they happen."""
+
+    id: str
+    plan: Plan
+    sink: EventSink = _nowhere
+    outcome: asyncio.Future[Outcome] = field(init=False)
+    not_started: int = field(init=False)
+    task: asyncio.Task[None] | None = field(default=None, init=False)
+    cancelled: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.outcome = asyncio.get_running_loop().create_future()
+        self.not_started = self.plan.total_runs
+
+
+@dataclass(eq=False)
+class _Spread:
+    """A job's runs offered to every free worker."""
+
+    job: Job
+    pending: deque[tuple[int, RunSpec]]
+    finished: asyncio.Queue[tuple[int, RunResult | BaseException]] = field(
+        default_factory=asyncio.Queue
+    )
+    running: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class Scheduler:
@@ -60,7 +82,8 @@ class Scheduler:
         spare = (os.cpu_count() or 1) > workers
         self._worker_cpus = [str(n + 1) for n in range(workers)] if pin_cpus and spare else None
         self._backlog = backlog
-        self._queue: deque[Job[object]] = deque()
+        self._queue: deque[Job] = deque()
+        self._spreads: deque[_Spread] = deque()
         self._wakeup = asyncio.Event()
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._busy_workers = 0
@@ -106,33 +129,32 @@ class Scheduler:
                 retry_after=self._retry_after(),
             )
 
-    def submit_all(self, jobs: list[Job[T]]) -> list[Job[T]]:
-        """Queues all the jobs, or none of them (Busy/ShuttingDown)."""
-        self.check_room(sum(job.runs for job in jobs))
-        return [self.submit(job) for job in jobs]
-
-    def submit(self, job: Job[T]) -> Job[T]:
-        """Queues the job, or raises Busy/ShuttingDown without queueing anything."""
-        self.check_room(job.runs)
-        self._pending += job.runs
-        self._queue.append(job)  # type: ignore[arg-type]
+    def submit(self, job: Job, *, force: bool = False) -> Job:
+        """Queues the job, or raises Busy/ShuttingDown without queueing anything. `force`
+        queues it whatever the backlog holds (jobs accepted before a restart)."""
+        if force:
+            if self._closing:
+                raise ShuttingDown("the service is shutting down")
+        else:
+            self.check_room(job.not_started)
+        self._pending += job.not_started
+        self._queue.append(job)
         self._idle.clear()
         self._wakeup.set()
         return job
 
-    def cancel(self, job: Job[T]) -> None:
-        """Drops the job's queued runs and kills its running one (the client went away)."""
-        if job.cancelled or job.result.done():
+    def cancel(self, job: Job) -> None:
+        """Drops the job's queued runs and kills its running ones (the client went away)."""
+        if job.cancelled or job.outcome.done():
             return
         job.cancelled = True
         if job.task is not None:
             job.task.cancel()
             return
         with contextlib.suppress(ValueError):
-            self._queue.remove(job)  # type: ignore[arg-type]
-        self._pending -= job.not_started
-        job.not_started = 0
-        job.result.cancel()
+            self._queue.remove(job)
+        self._release(job)
+        job.outcome.cancel()
         self._update_idle()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -151,10 +173,9 @@ class Scheduler:
                 await self._idle.wait()
         for job in list(self._queue):
             self._queue.remove(job)
-            self._pending -= job.not_started
-            job.not_started = 0
-            if not job.result.done():
-                job.result.set_exception(ShuttingDown("the service stopped before the runs began"))
+            self._release(job)
+            if not job.outcome.done():
+                job.outcome.set_exception(ShuttingDown("the service stopped before the runs began"))
         for task in self._worker_tasks:
             task.cancel()
         await asyncio.gather(*self._worker_tasks, return_exceptions=True)
@@ -163,14 +184,19 @@ class Scheduler:
     # --- the workers ---------------------------------------------------------------------
 
     async def _worker(self, index: int) -> None:
+        cpuset = self._worker_cpus[index] if self._worker_cpus else None
         while True:
-            while not self._queue:
+            spread = next((s for s in self._spreads if s.pending), None)
+            if spread is not None:
+                await self._help(spread, cpuset)
+                continue
+            if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                continue
             job = self._queue.popleft()
-            job.cpuset = self._worker_cpus[index] if self._worker_cpus else None
             self._busy_workers += 1
-            job.task = asyncio.create_task(self._execute(job))
+            job.task = asyncio.create_task(self._execute(job, cpuset))
             try:
                 await asyncio.wait([job.task])
             except asyncio.CancelledError:
@@ -181,37 +207,96 @@ class Scheduler:
                 self._busy_workers -= 1
                 self._update_idle()
 
-    async def _execute(self, job: Job[T]) -> None:
-        loop = asyncio.get_running_loop()
-
-        async def run_once(spec: RunSpec) -> RunResult:
-            if job.not_started <= 0:
-                raise RuntimeError("a job ran more runs than it declared")
-            job.not_started -= 1
-            self._pending -= 1
-            started = loop.time()
-            if job.cpuset is not None:
-                spec = dataclasses.replace(spec, cpuset=job.cpuset)
-            result = await self._sandbox.run(spec)
-            self._mean_run_s += 0.1 * ((loop.time() - started) - self._mean_run_s)
-            return result
-
+    async def _execute(self, job: Job, cpuset: str | None) -> None:
+        runner = _JobRunner(self, job, cpuset)
         try:
-            value = await job.work(run_once)
+            async for event in execute(job.plan, runner):
+                await job.sink(event)
+                if isinstance(event, JobFinished):
+                    job.outcome.set_result(event.outcome)
         except asyncio.CancelledError:
             if self._closing and not job.cancelled:
-                job.result.set_exception(ShuttingDown("the service stopped before the runs ended"))
+                job.outcome.set_exception(ShuttingDown("the service stopped before the runs ended"))
             else:
-                job.result.cancel()
+                job.outcome.cancel()
             raise
-        except Exception as exc:  # a bug in the work: the request gets a 500, the worker lives
-            log.exception("job failed")
-            job.result.set_exception(exc)
-        else:
-            job.result.set_result(value)
+        except Exception as exc:  # the image vanished, or a bug: the job fails, the worker lives
+            if not isinstance(exc, ShuttingDown):
+                log.warning("job failed", job=job.id, error=repr(exc))
+            if not job.outcome.done():
+                job.outcome.set_exception(exc)
         finally:
-            self._pending -= job.not_started  # runs the work chose not to do never will
-            job.not_started = 0
+            self._release(job)  # runs the job chose not to do (a failed compile) never will
+
+    async def _run(self, job: Job, spec: RunSpec, cpuset: str | None) -> RunResult:
+        if job.not_started <= 0:
+            raise RuntimeError("a job ran more runs than it planned")
+        job.not_started -= 1
+        self._pending -= 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if cpuset is not None:
+            spec = dataclasses.replace(spec, cpuset=cpuset)
+        result = await self._sandbox.run(spec)
+        self._mean_run_s += 0.1 * ((loop.time() - started) - self._mean_run_s)
+        return result
+
+    async def _spread(
+        self, job: Job, specs: Sequence[RunSpec], cpuset: str | None
+    ) -> AsyncIterator[tuple[int, RunResult]]:
+        """Offers the runs to every free worker; this job's own worker works on them too."""
+        spread = _Spread(job, deque(enumerate(specs)))
+        self._spreads.append(spread)
+        self._wakeup.set()
+        own = asyncio.create_task(self._work_through(spread, cpuset))
+        try:
+            for _ in range(len(specs)):
+                index, result = await spread.finished.get()
+                if isinstance(result, BaseException):
+                    raise result
+                yield index, result
+        finally:
+            spread.pending.clear()
+            with contextlib.suppress(ValueError):
+                self._spreads.remove(spread)
+            for task in (own, *spread.running):
+                task.cancel()
+            await asyncio.gather(own, *spread.running, return_exceptions=True)
+
+    async def _work_through(self, spread: _Spread, cpuset: str | None) -> None:
+        while spread.pending:
+            await self._take_one(spread, cpuset)
+
+    async def _help(self, spread: _Spread, cpuset: str | None) -> None:
+        """A free worker runs one of a spread job's runs."""
+        self._busy_workers += 1
+        try:
+            await self._take_one(spread, cpuset)
+        finally:
+            self._busy_workers -= 1
+            self._update_idle()
+
+    async def _take_one(self, spread: _Spread, cpuset: str | None) -> None:
+        index, spec = spread.pending.popleft()
+        task = asyncio.create_task(self._deliver(spread, index, spec, cpuset))
+        spread.running.add(task)
+        try:
+            await asyncio.wait([task])
+        finally:
+            spread.running.discard(task)
+
+    async def _deliver(
+        self, spread: _Spread, index: int, spec: RunSpec, cpuset: str | None
+    ) -> None:
+        try:
+            result: RunResult | BaseException = await self._run(spread.job, spec, cpuset)
+        except Exception as exc:  # a bug: the job's own worker re-raises it
+            result = exc
+        spread.finished.put_nowait((index, result))
+
+    def _release(self, job: Job) -> None:
+        self._pending -= job.not_started
+        job.not_started = 0
 
     def _update_idle(self) -> None:
         if not self._queue and self._busy_workers == 0:
@@ -220,3 +305,25 @@ class Scheduler:
     def _retry_after(self) -> int:
         seconds = self.waiting_runs * self._mean_run_s / self._workers
         return max(1, min(_RETRY_AFTER_MAX_S, math.ceil(seconds)))
+
+
+@dataclass(frozen=True, slots=True)
+class _JobRunner:
+    """What the node lends a job: its worker's runs, the other workers, the sandbox."""
+
+    scheduler: Scheduler
+    job: Job
+    worker_cpuset: str | None
+
+    @property
+    def cpuset(self) -> str | None:
+        return self.worker_cpuset
+
+    async def check_image(self, image: str) -> str:
+        return await self.scheduler._sandbox.check_image(image)
+
+    async def run(self, spec: RunSpec) -> RunResult:
+        return await self.scheduler._run(self.job, spec, self.worker_cpuset)
+
+    def spread(self, specs: Sequence[RunSpec]) -> AsyncIterator[tuple[int, RunResult]]:
+        return self.scheduler._spread(self.job, specs, self.worker_cpuset)

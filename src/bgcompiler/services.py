@@ -34,3 +34,8 @@ class Services:
     @property
     def default_limits(self) -> Limits:
         return limits_from(self.settings)
+
+    @property
+    def runtime(self) -> str:
+        """The runtime runs use, by name."""
+        return self.settings.runtime_name or "runc"

@@ -88,6 +88,26 @@ class Settings(BaseSettings):
     state_dir: str = Field(
         "/run/bg-compiler", description="where live instances keep their lock files"
     )
+    data_dir: str = Field(
+        default_factory=lambda: os.path.join(
+            os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+            "bg-compiler",
+        ),
+        description="where the embedded job store (SQLite) lives",
+    )
+    database_url: str | None = Field(
+        None, description="a PostgreSQL job store (postgresql://user@host:port/db)"
+    )
+    retention_days: float = Field(
+        7, gt=0, description="days a finished job is kept before it is purged"
+    )
+    webhook_secret: str | None = Field(
+        None, min_length=1, description="the HMAC key that signs callbacks; none: no callbacks"
+    )
+    webhook_retries: int = Field(5, ge=0, description="retries of a failed callback")
+    webhook_allow_private: bool = Field(
+        False, description="allow callbacks to loopback, private and link-local addresses"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,12 +32,14 @@ ClientFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def api(fake: FakeSandbox) -> AsyncIterator[Callable[..., Any]]:
-    """Builds an app around the fake sandbox with the given settings and yields a client."""
+async def api(fake: FakeSandbox, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Builds an app around the fake sandbox with the given settings and yields a client.
+    Its job store is a real SQLite file in the test's own directory."""
     stack: list[Any] = []
 
     async def make(**overrides: Any) -> httpx.AsyncClient:
-        settings = Settings(**{"workers": 2, "backlog": 10, "output": 1, **overrides})
+        defaults = {"workers": 2, "backlog": 10, "output": 1, "data_dir": str(tmp_path / "data")}
+        settings = Settings(**{**defaults, **overrides})
         app = create_app(settings, sandbox=fake)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()

@@ -269,8 +269,9 @@ async def test_internal_errors_are_reported_per_run(api: Callable[..., Any]) -> 
 
 async def test_client_disconnect_cancels_the_job(fake: FakeSandbox) -> None:
     """When the client goes away, its running run is cancelled and its queued runs dropped."""
-    from bgcompiler.api.routes import run_job
-    from bgcompiler.scheduler import Job, RunOnce, Scheduler
+    from bgcompiler.api.running import outcome_of
+    from bgcompiler.core.plan import Plan
+    from bgcompiler.scheduler import Job, Scheduler
     from tests.unit.conftest import spec
 
     scheduler = Scheduler(fake, workers=1, backlog=10)
@@ -282,10 +283,8 @@ async def test_client_disconnect_cancels_the_job(fake: FakeSandbox) -> None:
             await gone.wait()
             return {"type": "http.disconnect"}
 
-    async def work(run: RunOnce) -> list[Any]:
-        return [await run(spec("sleep 5")) for _ in range(3)]
-
-    waiting = asyncio.create_task(run_job(Request(), scheduler, Job(3, work)))  # type: ignore[arg-type]
+    job = Job("j", Plan(run=spec("sleep 5"), count=3))
+    waiting = asyncio.create_task(outcome_of(Request(), scheduler, job))  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
     gone.set()
     with pytest.raises(Exception, match="disconnected"):

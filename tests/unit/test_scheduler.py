@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import uuid
 
 import pytest
 
-from bgcompiler.errors import Busy, ShuttingDown
+from bgcompiler.core.plan import Plan
+from bgcompiler.errors import Busy, ImageNotFound, ShuttingDown
 from bgcompiler.models import RunResult
 from bgcompiler.sandbox.fake import FakeSandbox
-from bgcompiler.scheduler import Job, RunOnce, Scheduler
+from bgcompiler.scheduler import Job, Scheduler
 from tests.unit.conftest import spec
 
 
-def repeat(command: str, count: int) -> Job[list[RunResult]]:
-    async def work(run: RunOnce) -> list[RunResult]:
-        return [await run(spec(command)) for _ in range(count)]
+def repeat(command: str, count: int, **plan: object) -> Job:
+    return Job(uuid.uuid4().hex, Plan(run=spec(command), count=count, **plan))  # type: ignore[arg-type]
 
-    return Job(count, work)
+
+async def results(job: Job) -> list[RunResult]:
+    return [record.result for record in (await job.outcome).runs]
 
 
 async def test_runs_of_one_job_execute_one_after_another(fake: FakeSandbox) -> None:
@@ -25,8 +29,8 @@ async def test_runs_of_one_job_execute_one_after_another(fake: FakeSandbox) -> N
     scheduler = Scheduler(fake, workers=4, backlog=100)
     scheduler.start()
     job = scheduler.submit(repeat("sleep 0.01; echo x", 5))
-    results = await job.result
-    assert [r.stdout for r in results] == [b"x\n"] * 5
+    done = await results(job)
+    assert [r.stdout for r in done] == [b"x\n"] * 5
     assert fake.max_running == 1
     await scheduler.shutdown(1)
 
@@ -36,7 +40,7 @@ async def test_workers_bound_concurrency(fake: FakeSandbox) -> None:
     scheduler = Scheduler(fake, workers=2, backlog=100)
     scheduler.start()
     jobs = [scheduler.submit(repeat("sleep 0.02", 1)) for _ in range(6)]
-    await asyncio.gather(*(job.result for job in jobs))
+    await asyncio.gather(*(job.outcome for job in jobs))
     assert fake.max_running == 2
     assert len(fake.started) == 6
     await scheduler.shutdown(1)
@@ -52,7 +56,7 @@ async def test_a_job_that_does_not_fit_is_rejected_whole_and_at_once(fake: FakeS
         scheduler.submit(repeat("echo rejected", 1))
     assert raised.value.retry_after >= 1
     assert scheduler.waiting_runs == 3  # first's run starts at once: only second's wait
-    await asyncio.gather(first.result, second.result)
+    await asyncio.gather(first.outcome, second.outcome)
     assert all(s.command != "echo rejected" for s in fake.started)
     assert scheduler.waiting_runs == 0
     await scheduler.shutdown(1)
@@ -65,7 +69,7 @@ async def test_backlog_zero_still_runs_on_an_idle_worker(fake: FakeSandbox) -> N
     job = scheduler.submit(repeat("echo ok", 1))
     with pytest.raises(Busy):
         scheduler.submit(repeat("echo ok", 1))
-    assert (await job.result)[0].stdout == b"ok\n"
+    assert (await results(job))[0].stdout == b"ok\n"
     await scheduler.shutdown(1)
 
 
@@ -79,8 +83,8 @@ async def test_cancelling_a_queued_job_drops_its_runs(fake: FakeSandbox) -> None
     assert scheduler.waiting_runs == 4
     scheduler.cancel(queued)
     assert scheduler.waiting_runs == 0
-    assert queued.result.cancelled()
-    await blocker.result
+    assert queued.outcome.cancelled()
+    await blocker.outcome
     await asyncio.sleep(0.05)
     assert all(s.command != "echo dropped" for s in fake.started)
     await scheduler.shutdown(1)
@@ -98,7 +102,7 @@ async def test_cancelling_a_running_job_cancels_its_run(fake: FakeSandbox) -> No
     assert len(fake.started) == 1
     assert scheduler.waiting_runs == 0
     # the worker survives and serves the next job
-    assert (await scheduler.submit(repeat("echo next", 1)).result)[0].stdout == b"next\n"
+    assert (await results(scheduler.submit(repeat("echo next", 1))))[0].stdout == b"next\n"
     await scheduler.shutdown(1)
 
 
@@ -112,7 +116,7 @@ async def test_shutdown_lets_runs_finish_within_the_grace(fake: FakeSandbox) -> 
     with pytest.raises(ShuttingDown):
         scheduler.submit(repeat("echo late", 1))
     await stopping
-    assert [r.stdout for r in job.result.result()] == [b"done\n"] * 2
+    assert [r.result.stdout for r in job.outcome.result().runs] == [b"done\n"] * 2
 
 
 async def test_shutdown_cancels_runs_past_the_grace(fake: FakeSandbox) -> None:
@@ -126,35 +130,75 @@ async def test_shutdown_cancels_runs_past_the_grace(fake: FakeSandbox) -> None:
     await asyncio.wait_for(scheduler.shutdown(0.1), timeout=2)
     assert fake.cancelled == 1
     with pytest.raises(ShuttingDown):
-        job.result.result()
+        job.outcome.result()
     with pytest.raises(ShuttingDown):
-        queued.result.result()
+        queued.outcome.result()
 
 
-async def test_work_that_skips_runs_releases_their_backlog_space(fake: FakeSandbox) -> None:
-    """A job may do fewer runs than it declared (a failed compile): the rest stop counting."""
+async def test_a_failed_compile_releases_the_runs_it_will_not_do(fake: FakeSandbox) -> None:
+    """A job does fewer runs than it planned when its compile fails: the rest stop counting."""
     scheduler = Scheduler(fake, workers=1, backlog=5)
     scheduler.start()
-
-    async def work(run: RunOnce) -> int:
-        await run(spec("echo only one"))
-        return 1
-
-    assert await scheduler.submit(Job(5, work)).result == 1
+    failing = dataclasses.replace(spec("exit 1"), artifacts=True)
+    job = scheduler.submit(repeat("echo never", 4, compile=failing))
+    outcome = await job.outcome
+    assert outcome.compile is not None
+    assert outcome.runs == ()
     assert scheduler.waiting_runs == 0
+    assert [s.command for s in fake.started] == ["exit 1"]
     await scheduler.shutdown(1)
 
 
 async def test_a_failing_job_does_not_kill_its_worker(fake: FakeSandbox) -> None:
-    """An exception in a job's work reaches its submitter; the worker goes on."""
+    """A job whose image is gone fails with ImageNotFound for its submitter; the worker
+    goes on."""
     scheduler = Scheduler(fake, workers=1, backlog=5)
     scheduler.start()
+    gone = Job("j", Plan(run=dataclasses.replace(spec("echo x"), image="gone/image")))
+    scheduler.submit(gone)
+    with pytest.raises(ImageNotFound):
+        await gone.outcome
+    assert (await results(scheduler.submit(repeat("echo alive", 1))))[0].stdout == b"alive\n"
+    await scheduler.shutdown(1)
 
-    async def broken(run: RunOnce) -> None:
-        raise ValueError("bug")
 
-    job = scheduler.submit(Job(1, broken))
-    with pytest.raises(ValueError, match="bug"):
-        await job.result
-    assert (await scheduler.submit(repeat("echo alive", 1)).result)[0].stdout == b"alive\n"
+async def test_spread_runs_use_every_worker_and_keep_their_order(fake: FakeSandbox) -> None:
+    """sequential=false: the runs execute on all the workers at once; the outcome lists them
+    in plan order whatever order they finished in."""
+    scheduler = Scheduler(fake, workers=3, backlog=10)
+    scheduler.start()
+    job = scheduler.submit(repeat("sleep 0.05; stdin", 6, sequential=False))
+    outcome = await job.outcome
+    assert fake.max_running == 3
+    assert [record.index for record in outcome.runs] == list(range(6))
+    assert outcome.cpuset is None
+    await asyncio.sleep(0.01)  # the outcome is out just before the worker is free again
+    assert scheduler.busy_workers == 0
+    await scheduler.shutdown(1)
+
+
+async def test_a_spread_job_on_one_worker_still_finishes(fake: FakeSandbox) -> None:
+    """With a single worker the job's own worker runs all of its spread runs."""
+    scheduler = Scheduler(fake, workers=1, backlog=10)
+    scheduler.start()
+    job = scheduler.submit(repeat("echo s", 4, sequential=False))
+    assert len((await job.outcome).runs) == 4
+    await scheduler.shutdown(1)
+
+
+async def test_cancelling_a_spread_job_cancels_its_runs_on_other_workers(
+    fake: FakeSandbox,
+) -> None:
+    """A spread job cancelled mid-way: every one of its running runs is cancelled."""
+    scheduler = Scheduler(fake, workers=3, backlog=10)
+    scheduler.start()
+    job = scheduler.submit(repeat("sleep 5", 6, sequential=False))
+    await asyncio.sleep(0.05)
+    assert fake.running == 3
+    scheduler.cancel(job)
+    await asyncio.sleep(0.05)
+    assert fake.running == 0
+    assert fake.cancelled == 3
+    assert scheduler.waiting_runs == 0
+    assert scheduler.busy_workers == 0
     await scheduler.shutdown(1)

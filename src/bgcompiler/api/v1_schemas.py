@@ -19,6 +19,7 @@ from pydantic import (
 from bgcompiler.api.schemas import IMAGE_PATTERN, NO_NUL_PATTERN, Text
 from bgcompiler.models import Status
 from bgcompiler.sandbox.payload import check_file_name
+from bgcompiler.stats import Stats
 
 MAX_FILES = 100
 
@@ -153,16 +154,6 @@ class RunRequest(BaseModel):
         if self.stdin_base64 is not None:
             return base64.b64decode(self.stdin_base64)
         return (self.stdin or "").encode("utf-8")
-
-
-class Stats(BaseModel):
-    min: float
-    median: float
-    mean: float
-    p95: float
-    max: float
-    stdev: float
-    cv: float = Field(description="stdev / mean")
 
 
 class CompileOut(BaseModel):

@@ -46,13 +46,13 @@ class DockerSandbox:
         engine: Engine,
         lease: InstanceLease,
         *,
-        check_runtime: str | None = None,
-        check_image: str = "bgc/busybox:latest",
-        check_limits: Limits | None = None,
+        check_runtime: str | None,
+        check_image: str,
+        check_limits: Limits,
         helper: str,
-        artifact_bytes: int = 64 * 1024 * 1024,
-        pool_budget: int = 0,
-        pool_idle_s: float = 60.0,
+        artifact_bytes: int,
+        pool_budget: int,
+        pool_idle_s: float,
     ) -> None:
         self._engine = engine
         self._lease = lease
@@ -62,15 +62,7 @@ class DockerSandbox:
         self._artifact_bytes = artifact_bytes
         # The runtime is proven with the limits real runs get: under gVisor the pids limit
         # also bounds the sandbox's own threads, so a too-small --pids fails here, at start-up.
-        self._check_limits = check_limits or Limits(
-            timeout_s=30,
-            memory_mb=128,
-            cpu_shares=1024,
-            cpus=1,
-            output_bytes=4096,
-            pids=64,
-            disk_mb=4,
-        )
+        self._check_limits = check_limits
         self._removals: set[asyncio.Task[None]] = set()
         self._creating: set[asyncio.Future[str]] = set()
         self._images: dict[str, tuple[str, float]] = {}

@@ -1,15 +1,19 @@
 """A sandbox that runs nothing, for unit tests of the scheduler and the API only.
 
 The command is a tiny script of `;`-separated steps, so tests can state what a "run" does:
-`sleep 0.2`, `echo text`, `stdin` (echo stdin back), `exit 3`, `fail` (internal error).
+`sleep 0.2`, `echo text`, `stdin` (echo stdin back), `files` (list the files), `exit 3`,
+`fail` (internal error). A compile stage that ends with exit 0 hands on its files, plus
+`made` (`make` adds it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import tarfile
 
 from bgcompiler.errors import EngineUnavailable, ImageNotFound
-from bgcompiler.models import RunResult, RunSpec, classify
+from bgcompiler.models import RunResult, RunSpec, SandboxFile, classify
 
 
 class FakeSandbox:
@@ -50,6 +54,7 @@ class FakeSandbox:
         self.max_running = max(self.max_running, self.running)
         stdout = bytearray()
         exit_code = 0
+        made: list[SandboxFile] = []
         try:
             for step in filter(None, (s.strip() for s in spec.command.split(";"))):
                 verb, _, arg = step.partition(" ")
@@ -59,6 +64,10 @@ class FakeSandbox:
                     stdout += arg.encode() + b"\n"
                 elif verb == "stdin":
                     stdout += spec.stdin
+                elif verb == "files":
+                    stdout += " ".join(f.name for f in spec.files).encode() + b"\n"
+                elif verb == "make":
+                    made.append(SandboxFile("made", arg.encode()))
                 elif verb == "exit":
                     exit_code = int(arg)
                 elif verb == "fail":
@@ -69,6 +78,9 @@ class FakeSandbox:
         finally:
             self.running -= 1
         truncated = len(stdout) > spec.limits.output_bytes
+        artifacts = None
+        if spec.artifacts and exit_code == 0:
+            artifacts = _tar((*spec.files, *made))
         return RunResult(
             status=classify(
                 exit_code=exit_code, timed_out=False, oom_killed=False, output_truncated=truncated
@@ -77,4 +89,15 @@ class FakeSandbox:
             exit_code=exit_code,
             output_truncated=truncated,
             duration_ms=1,
+            artifacts=artifacts,
         )
+
+
+def _tar(files: tuple[SandboxFile, ...]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for file in files:
+            info = tarfile.TarInfo(file.name)
+            info.size = len(file.content)
+            archive.addfile(info, io.BytesIO(file.content))
+    return buffer.getvalue()

@@ -1,0 +1,151 @@
+"""What durable jobs cost: a one-run job from submit to done (through `?wait`) against the
+same run through `POST /api/v1/runs`, and saturation through each, with the embedded SQLite
+store and with a real PostgreSQL server. Both paths run in the same service, in alternating
+blocks, so that the machine's drift hits both alike.
+
+Run with `make bench` (after bench.py). It writes benchmarks/results/jobs.md and jobs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.postgres import postgres_server
+
+from benchmarks.bench import RESULTS, Service, free_port, percentile, throughput, timed
+
+BODY = {"image": "bgc/busybox:latest", "run": "echo hi", "script": ""}
+TARGET_P50_MS = 3.0
+TARGET_SATURATION = 0.9
+
+
+async def through_runs(session: aiohttp.ClientSession, url: str) -> None:
+    async with session.post(f"{url}/api/v1/runs", json=BODY) as response:
+        answer = await response.json()
+    if response.status != 200 or answer["runs"][0]["status"] != "ok":
+        raise RuntimeError(f"a run failed: {response.status} {answer}")
+
+
+async def through_jobs(session: aiohttp.ClientSession, url: str) -> None:
+    async with session.post(f"{url}/api/v1/jobs", json=BODY) as response:
+        job = await response.json()
+    if response.status != 202:
+        raise RuntimeError(f"a job was refused: {response.status} {job}")
+    async with session.get(f"{url}/api/v1/jobs/{job['id']}", params={"wait": "60"}) as response:
+        done = await response.json()
+    if done["status"] != "done" or done["result"]["runs"][0]["status"] != "ok":
+        raise RuntimeError(f"a job failed: {done}")
+
+
+async def measure(service: Service, args: argparse.Namespace) -> dict[str, Any]:
+    runs: list[float] = []
+    jobs: list[float] = []
+    saturation: dict[str, list[float]] = {"runs": [], "jobs": []}
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
+        for _ in range(10):  # warm: the pool filled, the store's file and caches in use
+            await through_runs(session, service.url)
+            await through_jobs(session, service.url)
+        for _ in range(args.rounds):
+            for _ in range(args.block):
+                runs.append(await timed(partial(through_runs, session, service.url)))
+            for _ in range(args.block):
+                jobs.append(await timed(partial(through_jobs, session, service.url)))
+            for path, call in (("runs", through_runs), ("jobs", through_jobs)):
+                saturation[path].append(
+                    await throughput(
+                        partial(call, session, service.url), args.concurrency, args.total
+                    )
+                )
+    return {
+        "runs_p50_ms": statistics.median(runs),
+        "jobs_p50_ms": statistics.median(jobs),
+        "runs_p99_ms": percentile(runs, 0.99),
+        "jobs_p99_ms": percentile(jobs, 0.99),
+        "runs_per_s": statistics.median(saturation["runs"]),
+        "jobs_per_s": statistics.median(saturation["jobs"]),
+        "samples": len(runs),
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    state = RESULTS / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {"stores": {}}
+    data_dir = Path(tempfile.mkdtemp(prefix="bgc-jobs-bench-"))
+    try:
+        with postgres_server(free_port()) as postgres:
+            stores = {
+                "sqlite": ["--data-dir", str(data_dir)],
+                "postgresql": ["--database-url", postgres],
+            }
+            for name, flags in stores.items():
+                service = Service("runc", [*args.service_args, *flags, "--backlog", "5000"])
+                await service.start(state)
+                try:
+                    data["stores"][name] = await measure(service, args)
+                finally:
+                    service.stop()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return data
+
+
+def report(data: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        "# Jobs: what durability costs",
+        "",
+        f"Measured {data['measured_at']}, service flags `{' '.join(args.service_args)}`, busybox "
+        f"`echo hi`, runc. Latency: {data['stores']['sqlite']['samples']} one-run requests "
+        f"each way per store, in alternating blocks of {args.block}. Saturation: {args.total} "
+        f"runs at concurrency {args.concurrency}, median of {args.rounds} rounds.",
+        "",
+        "| store | /api/v1/runs p50 | job submit -> done p50 | added | target | "
+        "/api/v1/runs runs/s | jobs runs/s | ratio | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in data["stores"].items():
+        added = entry["jobs_p50_ms"] - entry["runs_p50_ms"]
+        ratio = entry["jobs_per_s"] / entry["runs_per_s"]
+        lines.append(
+            f"| {name} | {entry['runs_p50_ms']:.1f} ms | {entry['jobs_p50_ms']:.1f} ms "
+            f"| **{added:+.1f} ms** | <= {TARGET_P50_MS:g} ms "
+            f"{'met' if added <= TARGET_P50_MS else 'missed'} "
+            f"| {entry['runs_per_s']:.1f} | {entry['jobs_per_s']:.1f} | **{ratio:.2f}x** "
+            f"| >= {TARGET_SATURATION}x {'met' if ratio >= TARGET_SATURATION else 'missed'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--block", type=int, default=20)
+    parser.add_argument("--total", type=int, default=120)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--service-args", nargs="*", default=["--workers", "6"])
+    args = parser.parse_args()
+    data = asyncio.run(bench(args))
+    data["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "jobs.json").write_text(json.dumps(data, indent=1))
+    (RESULTS / "jobs.md").write_text(report(data, args))
+    print((RESULTS / "jobs.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""Jobs, their events and deliveries in the store.
+
+Every write goes through one writer task that commits in batches: SQLite has a single
+writer, and a commit per event would put every run behind a disk sync. A write returns at
+once (`submit`); `create` and `flush` wait for the commit. After each commit, the jobs it
+touched are announced (`change_of`), so that waiters and event streams read what is new
+as soon as it is there, without polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bgcompiler.errors import InvalidRequest, StoreUnavailable
+from bgcompiler.store.schema import deliveries, events, jobs
+
+log = structlog.get_logger(__name__)
+
+Write = Callable[[AsyncConnection], Awaitable[None]]
+BATCH = 256
+
+QUEUED, RUNNING, DONE, CANCELLED, FAILED = "queued", "running", "done", "cancelled", "failed"
+FINAL = (DONE, CANCELLED, FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: str
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    runs_total: int
+    runs_done: int
+    plan: bytes
+    outcome: bytes | None
+    metadata: str | None
+    callback_url: str | None
+    error: str | None
+    last_event: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    attempt: int
+    kind: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    attempt: int
+    at: float
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    write: Write
+    jobs: tuple[str, ...]
+    done: asyncio.Future[None] | None
+
+
+class JobStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._changes: dict[str, asyncio.Event] = {}
+        self._last_event: dict[str, int] = {}
+        self._attempt: dict[str, int] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_batches(), name="store-writer")
+
+    async def close(self) -> None:
+        """Commits what is queued, then stops the writer and closes the connections."""
+        if self._writer is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await self.flush()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        await self._engine.dispose()
+
+    async def flush(self) -> None:
+        """Returns once every write submitted before it is committed."""
+        await self._submit(_noop, (), wait=True)
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def create(
+        self,
+        job_id: str,
+        *,
+        plan: bytes,
+        runs_total: int,
+        metadata: str | None,
+        callback_url: str | None,
+    ) -> float:
+        """Stores a queued job; returns its creation time once it is committed."""
+        created_at = time.time()
+        row = {
+            "id": job_id,
+            "status": QUEUED,
+            "created_at": created_at,
+            "attempts": 0,
+            "runs_total": runs_total,
+            "runs_done": 0,
+            "plan": plan,
+            "metadata": metadata,
+            "callback_url": callback_url,
+            "last_event": 0,
+        }
+        self._last_event[job_id] = 0
+
+        async def write(connection: AsyncConnection) -> None:
+            await connection.execute(insert(jobs).values(**row))
+
+        await self._submit(write, (job_id,), wait=True)
+        return created_at
+
+    def started(self, job_id: str) -> int:
+        """The job begins (again) on a worker: running, attempts + 1. Returns the attempt."""
+        attempt = self._attempt.get(job_id, 0) + 1
+        self._attempt[job_id] = attempt
+        now = time.time()
+
+        async def write(connection: AsyncConnection) -> None:
+            await connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(status=RUNNING, started_at=now, attempts=attempt, runs_done=0)
+            )
+
+        self._enqueue(write, job_id)
+        return attempt
+
+    def event(self, job_id: str, kind: str, data: bytes, *, counts_run: bool = False) -> None:
+        """Appends an event to the job (its id: the job's next one)."""
+        event_id = self._last_event.get(job_id, 0) + 1
+        self._last_event[job_id] = event_id
+        attempt = self._attempt.get(job_id, 0)
+        changes: dict[str, Any] = {"last_event": event_id}
+        if counts_run:
+            changes["runs_done"] = jobs.c.runs_done + 1
+
+        async def write(connection: AsyncConnection) -> None:
+            await connection.execute(
+                insert(events).values(
+                    job_id=job_id, id=event_id, attempt=attempt, kind=kind, data=data
+                )
+            )
+            await connection.execute(update(jobs).where(jobs.c.id == job_id).values(**changes))
+
+        self._enqueue(write, job_id)
+
+    def finished(
+        self, job_id: str, status: str, *, outcome: bytes | None = None, error: str | None = None
+    ) -> None:
+        """The job ended (done, cancelled or failed); a final `done` event follows."""
+        now = time.time()
+
+        async def write(connection: AsyncConnection) -> None:
+            await connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(status=status, finished_at=now, outcome=outcome, error=error)
+            )
+
+        self._enqueue(write, job_id)
+        self.event(job_id, "done", b"")
+        self._attempt.pop(job_id, None)
+
+    def delivery(
+        self, job_id: str, attempt: int, status_code: int | None, error: str | None
+    ) -> None:
+        now = time.time()
+
+        async def write(connection: AsyncConnection) -> None:
+            await connection.execute(
+                insert(deliveries).values(
+                    job_id=job_id, attempt=attempt, at=now, status_code=status_code, error=error
+                )
+            )
+
+        self._enqueue(write, job_id)
+
+    async def recover(self) -> list[JobRow]:
+        """After a restart: jobs that were running are queued again (the runs of their
+        interrupted attempt discarded); returns every queued job, oldest first."""
+        async with self._engine.begin() as connection:
+            interrupted = (
+                (await connection.execute(select(jobs.c.id).where(jobs.c.status == RUNNING)))
+                .scalars()
+                .all()
+            )
+            if interrupted:
+                await connection.execute(
+                    delete(events).where(
+                        events.c.job_id.in_(interrupted), events.c.kind.in_(("compile", "run"))
+                    )
+                )
+                await connection.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(interrupted))
+                    .values(status=QUEUED, runs_done=0)
+                )
+            rows = (
+                await connection.execute(
+                    select(jobs).where(jobs.c.status == QUEUED).order_by(jobs.c.created_at)
+                )
+            ).all()
+        found = [_job(row._mapping) for row in rows]
+        for row in found:
+            self._last_event[row.id] = row.last_event
+            self._attempt[row.id] = row.attempts
+        return found
+
+    async def purge(self, finished_before: float) -> int:
+        """Removes jobs that ended before the time given (their events and deliveries too)."""
+        async with self._engine.begin() as connection:
+            old: list[str] = list(
+                (
+                    await connection.execute(
+                        select(jobs.c.id).where(
+                            jobs.c.status.in_(FINAL), jobs.c.finished_at < finished_before
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for chunk in _chunks(old, 500):
+                await connection.execute(delete(events).where(events.c.job_id.in_(chunk)))
+                await connection.execute(delete(deliveries).where(deliveries.c.job_id.in_(chunk)))
+                await connection.execute(delete(jobs).where(jobs.c.id.in_(chunk)))
+        for job_id in old:
+            self._last_event.pop(job_id, None)
+        return len(old)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def change_of(self, job_id: str) -> asyncio.Event:
+        """Set at the next commit that touches the job. Take it before reading, then wait."""
+        return self._changes.setdefault(job_id, asyncio.Event())
+
+    async def get(self, job_id: str) -> JobRow | None:
+        async with self._reading() as connection:
+            row = (await connection.execute(select(jobs).where(jobs.c.id == job_id))).first()
+        return _job(row._mapping) if row is not None else None
+
+    async def events_after(self, job_id: str, after: int) -> list[StoredEvent]:
+        async with self._reading() as connection:
+            rows = (
+                await connection.execute(
+                    select(events.c.id, events.c.attempt, events.c.kind, events.c.data)
+                    .where(events.c.job_id == job_id, events.c.id > after)
+                    .order_by(events.c.id)
+                )
+            ).all()
+        return [StoredEvent(row.id, row.attempt, row.kind, row.data) for row in rows]
+
+    async def deliveries(self, job_id: str) -> list[Delivery]:
+        async with self._reading() as connection:
+            rows = (
+                await connection.execute(
+                    select(deliveries)
+                    .where(deliveries.c.job_id == job_id)
+                    .order_by(deliveries.c.attempt)
+                )
+            ).all()
+        return [Delivery(row.attempt, row.at, row.status_code, row.error) for row in rows]
+
+    async def page(
+        self, *, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[JobRow], str | None]:
+        """Newest first, `limit` at most, after `cursor` (keyset: no offset to skip or
+        repeat under inserts). Returns the jobs and the cursor of the next page."""
+        query = select(jobs)
+        if status is not None:
+            query = query.where(jobs.c.status == status)
+        if cursor is not None:
+            created_at, job_id = _parse_cursor(cursor)
+            query = query.where(
+                or_(
+                    jobs.c.created_at < created_at,
+                    and_(jobs.c.created_at == created_at, jobs.c.id < job_id),
+                )
+            )
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        async with self._reading() as connection:
+            rows = [_job(row._mapping) for row in (await connection.execute(query)).all()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        following = _make_cursor(rows[-1]) if more and rows else None
+        return rows, following
+
+    async def count_queued_runs(self) -> int:
+        async with self._reading() as connection:
+            total = await connection.scalar(
+                select(func.coalesce(func.sum(jobs.c.runs_total), 0)).where(jobs.c.status == QUEUED)
+            )
+        return int(total or 0)
+
+    # --- the writer ----------------------------------------------------------------------
+
+    def _enqueue(self, write: Write, job_id: str) -> None:
+        self._queue.put_nowait(_Pending(write, (job_id,), None))
+
+    async def _submit(self, write: Write, job_ids: tuple[str, ...], *, wait: bool) -> None:
+        done = asyncio.get_running_loop().create_future() if wait else None
+        self._queue.put_nowait(_Pending(write, job_ids, done))
+        if done is not None:
+            await done
+
+    async def _write_batches(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            error: BaseException | None = None
+            try:
+                async with self._engine.begin() as connection:
+                    for pending in batch:
+                        await pending.write(connection)
+            except (SQLAlchemyError, OSError) as exc:
+                log.error("the job store refused a write", error=str(exc))
+                error = StoreUnavailable(f"the job store is not available: {exc}")
+            for pending in batch:
+                if pending.done is not None and not pending.done.done():
+                    if error is None:
+                        pending.done.set_result(None)
+                    else:
+                        pending.done.set_exception(error)
+            self._announce(job for pending in batch for job in pending.jobs)
+
+    def _announce(self, job_ids: Iterable[str]) -> None:
+        for job_id in set(job_ids):
+            change = self._changes.pop(job_id, None)
+            if change is not None:
+                change.set()
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> Any:
+        try:
+            async with self._engine.connect() as connection:
+                yield connection
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"the job store is not available: {exc}") from exc
+
+
+async def _noop(_: AsyncConnection) -> None:
+    return None
+
+
+def _job(row: Any) -> JobRow:
+    return JobRow(**{key: row[key] for key in JobRow.__slots__})
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _make_cursor(row: JobRow) -> str:
+    return base64.urlsafe_b64encode(f"{row.created_at!r}|{row.id}".encode()).decode()
+
+
+def _parse_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return float(created_at), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not one this service gave", "cursor") from exc

@@ -1,0 +1,112 @@
+"""The job store on a real SQLite file and a real PostgreSQL server: recovery after a
+crash, event ids across attempts, pages, and retention."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bgcompiler.store.database import database_url, open_database
+from bgcompiler.store.jobs import CANCELLED, DONE, QUEUED, RUNNING, JobStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return database_url(None, str(tmp_path / "data"))
+    url = request.getfixturevalue("postgres_url")
+    # Each test gets an empty store: a fresh schema of its own in the session's server.
+    schema = f"t{uuid.uuid4().hex[:12]}"
+    return database_url(f"{url}?options=-csearch_path%3D{schema}", "") + f"#{schema}"
+
+
+@pytest.fixture
+async def store(store_url: str, tmp_path: Path) -> AsyncIterator[JobStore]:
+    url, _, schema = store_url.partition("#")
+    if schema:
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        admin = create_async_engine(url.split("?")[0])
+        async with admin.begin() as connection:
+            await connection.execute(text(f"CREATE SCHEMA {schema}"))
+        await admin.dispose()
+    opened = JobStore(await open_database(url, str(tmp_path / "data")))
+    opened.start()
+    yield opened
+    await opened.close()
+
+
+async def new_job(store: JobStore) -> str:
+    job_id = uuid.uuid4().hex
+    await store.create(job_id, plan=b"{}", runs_total=2, metadata=None, callback_url=None)
+    return job_id
+
+
+async def test_recovery_requeues_running_jobs_without_their_partial_runs(
+    store: JobStore,
+) -> None:
+    """A job that was running when the service died: queued again, its runs gone, its event
+    ids still increasing; queued jobs come back oldest first; ended ones stay ended."""
+    running = await new_job(store)
+    queued = await new_job(store)
+    ended = await new_job(store)
+    store.started(running)
+    store.event(running, "started", b"")
+    store.event(running, "run", b"r1", counts_run=True)
+    store.started(ended)
+    store.finished(ended, DONE, outcome=b"o")
+    await store.flush()
+    assert (await store.get(running)).status == RUNNING  # type: ignore[union-attr]
+    back = await store.recover()
+    assert [row.id for row in back] == [running, queued]
+    row = await store.get(running)
+    assert row is not None
+    assert (row.status, row.runs_done, row.attempts) == (QUEUED, 0, 1)
+    assert [e.kind for e in await store.events_after(running, 0)] == ["started"]
+    assert store.started(running) == 2
+    store.event(running, "started", b"")
+    await store.flush()
+    ids = [e.id for e in await store.events_after(running, 0)]
+    assert ids == [1, 3]  # 2 was the discarded run's: never reused
+    assert (await store.get(ended)).status == DONE  # type: ignore[union-attr]
+
+
+async def test_old_finished_jobs_are_purged_with_their_events(store: JobStore) -> None:
+    """Jobs that ended before the cut-off go, with their events; newer ones and unfinished
+    ones stay."""
+    old, recent, waiting = await new_job(store), await new_job(store), await new_job(store)
+    for job_id in (old, recent):
+        store.started(job_id)
+        store.event(job_id, "run", b"x", counts_run=True)
+        store.finished(job_id, CANCELLED if job_id == old else DONE)
+    store.delivery(old, 1, 500, None)
+    await store.flush()
+    cut = time.time() + 1  # everything so far counts as old ...
+    assert await store.purge(cut - 3600) == 0  # ... but not an hour before now
+    assert await store.purge(cut) == 2
+    assert await store.get(old) is None
+    assert await store.get(recent) is None
+    assert await store.events_after(old, 0) == []
+    assert await store.deliveries(old) == []
+    assert (await store.get(waiting)).status == QUEUED  # type: ignore[union-attr]
+
+
+async def test_pages_are_newest_first_with_no_job_twice(store: JobStore) -> None:
+    """Keyset pages of 2 over 5 jobs: each job exactly once, newest first."""
+    made = [await new_job(store) for _ in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        rows, cursor = await store.page(status=None, limit=2, cursor=cursor)
+        seen += [row.id for row in rows]
+        if cursor is None:
+            break
+    assert seen == list(reversed(made))
+    assert await store.count_queued_runs() == 10
