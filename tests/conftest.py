@@ -254,8 +254,8 @@ RUNTIMES = ["runc", pytest.param("runsc", marks=pytest.mark.gvisor)]
 LOOPBACK_CONTROL = (
     "(nc -l -p {port} > /tmp/got &); n=0;"
     " until echo {text} | nc -w 1 127.0.0.1 {port} 2>/dev/null; do"
-    " n=$((n+1)); [ $n -gt 200 ] && break; sleep 0.02; done;"
-    " until [ -s /tmp/got ] || [ $n -gt 200 ]; do n=$((n+1)); sleep 0.02; done;"
+    " n=$((n+1)); [ $n -gt 1000 ] && break; sleep 0.02; done;"
+    " until [ -s /tmp/got ] || [ $n -gt 1000 ]; do n=$((n+1)); sleep 0.02; done;"
     ' echo "got: $(cat /tmp/got)";'
 )
 

@@ -260,3 +260,25 @@ def test_a_thousand_one_run_jobs_from_twenty_clients(
         assert server.settled()
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_an_idle_stream_gets_keep_alive_comments(tmp_path: Path) -> None:
+    """While nothing happens (a run of 17 s), the stream carries keep-alive comments (every
+    15 s), so that proxies do not cut it; the run's event follows."""
+    server = launch(tmp_path, "--timeout", "60")
+    try:
+        job = submit(server, image=BUSYBOX, run="sleep 17; echo late", script="")
+        lines: list[str] = []
+        with (
+            httpx.Client(base_url=server.url, timeout=60) as client,
+            client.stream("GET", f"/api/v1/jobs/{job['id']}/events") as stream,
+        ):
+            for line in stream.iter_lines():
+                lines.append(line)
+                if line == "event: done":
+                    break
+        kinds = [line for line in lines if line.startswith(("event: ", ": "))]
+        assert kinds.index(": ping") < kinds.index("event: run"), kinds
+    finally:
+        assert server.stop() == 0

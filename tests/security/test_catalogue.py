@@ -172,7 +172,7 @@ def test_dev_shm_is_small_and_private(server: Server) -> None:
     assert server.run("ls -A /dev/shm")["stdout"] == ""
 
 
-def test_no_network_reaches_anywhere(server: Server) -> None:
+def test_no_network_reaches_anywhere(patient_server: Server) -> None:
     """Only `lo` exists and no route leads anywhere: a connection to the metadata address,
     the bridge gateway, a public resolver or the configured name server fails at once with
     "Network is unreachable" or "No route to host" (no packet leaves: there is no route).
@@ -180,7 +180,7 @@ def test_no_network_reaches_anywhere(server: Server) -> None:
     targets = (
         "169.254.169.254 172.17.0.1 8.8.8.8 $(awk '/^nameserver/ {print $2}' /etc/resolv.conf)"
     )
-    result = server.run(
+    result = patient_server.run(
         LOOPBACK_CONTROL.format(port=7000, text="loop") + f" for a in {targets}; do"
         '   echo "try $a"; nc -w 2 $a 53 </dev/null 2>&1; echo "rc=$?"; done;'
         ' nslookup example.com >/dev/null 2>&1; echo "dns rc=$?"'
@@ -194,7 +194,7 @@ def test_no_network_reaches_anywhere(server: Server) -> None:
         assert "Network is unreachable" in attempt or "No route to host" in attempt, attempt
         assert "rc=1" in attempt, attempt
     assert "dns rc=1" in out, out  # no name resolves
-    assert_contained(server, result)
+    assert_contained(patient_server, result)
 
 
 def test_the_host_is_invisible(server: Server) -> None:

@@ -77,7 +77,12 @@ class JobService:
         and starts purging old jobs."""
         self._store.start()
         for row in await self._store.recover():
-            self._enqueue(row.id, Plan.from_json(row.plan), row.callback_url, force=True)
+            try:
+                plan = Plan.from_json(row.plan)
+            except ValueError as exc:  # stored by a version whose plans this one cannot read
+                self._store.finished(row.id, FAILED, error=f"its plan cannot be read: {exc}")
+                continue
+            self._enqueue(row.id, plan, row.callback_url, force=True)
         self._purger = asyncio.create_task(self._purge_old(), name="job-purger")
 
     async def close(self) -> None:
@@ -115,17 +120,19 @@ class JobService:
 
     async def wait(self, job_id: str, seconds: float) -> JobRow:
         """The job once it has ended, or as it is after `seconds`."""
-        deadline = asyncio.get_running_loop().time() + seconds
-        while True:
-            change = self._store.change_of(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        row = await self.get(job_id)
+        while row.status not in FINAL and loop.time() < deadline:
+            change = self._store.change_of(job_id)  # taken before the read: none is missed
             row = await self.get(job_id)
             if row.status in FINAL:
-                return row
+                break
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     await change.wait()
-            if asyncio.get_running_loop().time() >= deadline:
-                return await self.get(job_id)
+            row = await self.get(job_id)
+        return row
 
     async def cancel(self, job_id: str) -> JobRow:
         """Cancels a queued or running job (its containers killed at once); a job that has

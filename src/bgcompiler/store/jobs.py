@@ -187,6 +187,7 @@ class JobStore:
         self._enqueue(write, job_id)
         self.event(job_id, "done", b"")
         self._attempt.pop(job_id, None)
+        self._last_event.pop(job_id, None)  # an ended job gets no more events
 
     def delivery(
         self, job_id: str, attempt: int, status_code: int | None, error: str | None
