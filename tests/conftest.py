@@ -248,16 +248,37 @@ TEST_FLAGS = (
 
 RUNTIMES = ["runc", pytest.param("runsc", marks=pytest.mark.gvisor)]
 
-# A shell fragment for a run: a listener on the run's own loopback, and a client that tries
-# until the listener is up (polling, never a fixed sleep: on a loaded machine it may take a
-# while), then "got: <what the listener received>". The positive control of network tests.
-LOOPBACK_CONTROL = (
-    "(nc -l -p {port} > /tmp/got &); n=0;"
-    " until echo {text} | nc -w 1 127.0.0.1 {port} 2>/dev/null; do"
-    " n=$((n+1)); [ $n -gt 1000 ] && break; sleep 0.02; done;"
-    " until [ -s /tmp/got ] || [ $n -gt 1000 ]; do n=$((n+1)); sleep 0.02; done;"
-    ' echo "got: $(cat /tmp/got)";'
-)
+# A Python program for a run: the positive control of network tests (a listener on the run's
+# own loopback, listening before its client connects: no race, on a loaded machine too),
+# then a TCP connection to each of TARGETS ("host:port"), and a DNS lookup. It prints
+# "loopback: loop", then "<target> <errno name>" (or CONNECTED), then "dns: <outcome>".
+NETWORK_PROBE = """
+import errno, socket
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+client = socket.create_connection(listener.getsockname(), timeout=10)
+accepted, _ = listener.accept()
+client.sendall(b"loop")
+print("loopback:", accepted.recv(16).decode())
+servers = [line.split()[1] for line in open("/etc/resolv.conf") if line.startswith("nameserver")]
+for target in TARGETS + [server + ":53" for server in servers]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+        print(target, "CONNECTED")
+    except OSError as error:
+        print(target, errno.errorcode.get(error.errno, error.errno))
+try:
+    socket.getaddrinfo("example.com", 80)
+    print("dns: resolved")
+except OSError:
+    print("dns: failed")
+"""
+
+
+def network_probe(*targets: str) -> str:
+    return f"TARGETS = {list(targets)!r}\n" + NETWORK_PROBE
 
 
 @pytest.fixture(scope="session", params=RUNTIMES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 from bgcompiler.sandbox.monitor import ContainerWatch
@@ -114,14 +115,15 @@ async def test_quiet_periods_shrink_the_pool_back_and_idle_keys_are_emptied() ->
     await pool.settle()
     grown = pool.size
     assert grown > 2
-    pool.reap(now=0.0)  # the period of the misses ends: nothing shrinks
+    now = time.monotonic()  # the pool's clock
+    pool.reap(now)  # the period of the misses ends: nothing shrinks
     assert pool.size == grown
-    pool.reap(now=0.0)  # a quiet period, the key recently used (clock at 0: not idle)
+    pool.reap(now)  # a quiet period, the key recently used: not idle
     assert pool.size == grown - 1
     assert len(discarded) == 1
     for _ in range(10):
-        pool.reap(now=0.0)
+        pool.reap(now)
     assert pool.size == 2  # never below the minimum while the key is in use
-    pool.reap(now=10_000.0)  # long unused: emptied
+    pool.reap(now + 10_000.0)  # long unused: emptied
     assert pool.size == 0
     await pool.close()
