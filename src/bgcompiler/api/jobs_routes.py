@@ -21,7 +21,7 @@ from bgcompiler.api.routes import services
 from bgcompiler.api.v1_plan import v1_plan
 from bgcompiler.errors import InvalidRequest
 from bgcompiler.jobs.service import JobService
-from bgcompiler.store.jobs import FINAL
+from bgcompiler.store.jobs import FINAL, Delivery
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -62,9 +62,10 @@ async def submit(body: JobRequest, request: Request) -> JSONResponse:
         await webhooks.check(body.callback_url)
     job_id = uuid.uuid4().hex
     metadata = json.dumps(body.metadata) if body.metadata is not None else None
-    await service.submit(job_id, plan, metadata=metadata, callback_url=body.callback_url)
+    row = await service.submit(job_id, plan, metadata=metadata, callback_url=body.callback_url)
+    deliveries: list[Delivery] | None = [] if row.callback_url else None
     return JSONResponse(
-        await document(service, job_id),
+        job_document(row, deliveries),
         status_code=202,
         headers={"Location": f"/api/v1/jobs/{job_id}"},
     )
@@ -160,6 +161,7 @@ async def job_events(
 
 
 async def _stream(service: JobService, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    ended = False
     while True:
         change = service.store.change_of(job_id)
         for event in await service.store.events_after(job_id, after):
@@ -171,7 +173,9 @@ async def _stream(service: JobService, job_id: str, after: int) -> AsyncIterator
             yield ServerSentEvent(id=str(event.id), event=event.kind, raw_data=json.dumps(payload))
             if event.kind == "done":
                 return
-        row = await service.get(job_id)
-        if row.status in FINAL and row.last_event <= after:
+        if ended:  # read again after seeing it end: its `done` was before `after`
             return
-        await change.wait()
+        # An ended job's `done` event is committed with its status: one more read finds it.
+        ended = (await service.get(job_id)).status in FINAL
+        if not ended:
+            await change.wait()

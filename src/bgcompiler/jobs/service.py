@@ -31,7 +31,7 @@ from bgcompiler.errors import BgcError, Conflict, NotFound, ShuttingDown
 from bgcompiler.jobs.webhooks import Webhooks
 from bgcompiler.models import RunResult
 from bgcompiler.scheduler import Job, Scheduler
-from bgcompiler.store.jobs import CANCELLED, DONE, FAILED, FINAL, JobRow, JobStore
+from bgcompiler.store.jobs import CANCELLED, DONE, FAILED, FINAL, QUEUED, JobRow, JobStore
 
 log = structlog.get_logger(__name__)
 
@@ -98,19 +98,35 @@ class JobService:
 
     async def submit(
         self, job_id: str, plan: Plan, *, metadata: str | None, callback_url: str | None
-    ) -> None:
+    ) -> JobRow:
         """Stores the job (committed when this returns) and queues it; Busy before storing
-        anything when the backlog cannot hold its runs."""
+        anything when the backlog cannot hold its runs. Returns the job as stored."""
         self._scheduler.check_room(plan.total_runs)
-        await self._store.create(
+        stored = plan.to_json()
+        created_at = await self._store.create(
             job_id,
-            plan=plan.to_json(),
+            plan=stored,
             runs_total=plan.measured_runs,
             metadata=metadata,
             callback_url=callback_url,
         )
         # Admitted a moment ago; stored now: it is queued whatever came in between.
         self._enqueue(job_id, plan, callback_url, force=True)
+        return JobRow(
+            id=job_id,
+            status=QUEUED,
+            created_at=created_at,
+            started_at=None,
+            finished_at=None,
+            attempts=0,
+            runs_total=plan.measured_runs,
+            runs_done=0,
+            plan=stored,
+            outcome=None,
+            metadata=metadata,
+            callback_url=callback_url,
+            error=None,
+        )
 
     async def get(self, job_id: str) -> JobRow:
         row = await self._store.get(job_id)
@@ -122,17 +138,18 @@ class JobService:
         """The job once it has ended, or as it is after `seconds`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        row = await self.get(job_id)
-        while row.status not in FINAL and loop.time() < deadline:
+        while True:
             change = self._store.change_of(job_id)  # taken before the read: none is missed
             row = await self.get(job_id)
             if row.status in FINAL:
-                break
+                # It will never change again: nobody else can be waiting on this one.
+                self._store.forget_change(job_id, change)
+                return row
+            if loop.time() >= deadline:
+                return row
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     await change.wait()
-            row = await self.get(job_id)
-        return row
 
     async def cancel(self, job_id: str) -> JobRow:
         """Cancels a queued or running job (its containers killed at once); a job that has

@@ -49,7 +49,6 @@ class JobRow:
     metadata: str | None
     callback_url: str | None
     error: str | None
-    last_event: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +125,6 @@ class JobStore:
             "plan": plan,
             "metadata": metadata,
             "callback_url": callback_url,
-            "last_event": 0,
         }
         self._last_event[job_id] = 0
 
@@ -157,9 +155,6 @@ class JobStore:
         event_id = self._last_event.get(job_id, 0) + 1
         self._last_event[job_id] = event_id
         attempt = self._attempt.get(job_id, 0)
-        changes: dict[str, Any] = {"last_event": event_id}
-        if counts_run:
-            changes["runs_done"] = jobs.c.runs_done + 1
 
         async def write(connection: AsyncConnection) -> None:
             await connection.execute(
@@ -167,7 +162,10 @@ class JobStore:
                     job_id=job_id, id=event_id, attempt=attempt, kind=kind, data=data
                 )
             )
-            await connection.execute(update(jobs).where(jobs.c.id == job_id).values(**changes))
+            if counts_run:
+                await connection.execute(
+                    update(jobs).where(jobs.c.id == job_id).values(runs_done=jobs.c.runs_done + 1)
+                )
 
         self._enqueue(write, job_id)
 
@@ -205,8 +203,20 @@ class JobStore:
 
     async def recover(self) -> list[JobRow]:
         """After a restart: jobs that were running are queued again (the runs of their
-        interrupted attempt discarded); returns every queued job, oldest first."""
+        interrupted attempt discarded, their event ids never reused); returns every queued
+        job, oldest first."""
         async with self._engine.begin() as connection:
+            unfinished = jobs.c.status.in_((QUEUED, RUNNING))
+            last = dict(
+                (
+                    await connection.execute(
+                        select(events.c.job_id, func.max(events.c.id))
+                        .join(jobs, jobs.c.id == events.c.job_id)
+                        .where(unfinished)
+                        .group_by(events.c.job_id)
+                    )
+                ).all()
+            )
             interrupted = (
                 (await connection.execute(select(jobs.c.id).where(jobs.c.status == RUNNING)))
                 .scalars()
@@ -230,7 +240,7 @@ class JobStore:
             ).all()
         found = [_job(row._mapping) for row in rows]
         for row in found:
-            self._last_event[row.id] = row.last_event
+            self._last_event[row.id] = int(last.get(row.id) or 0)
             self._attempt[row.id] = row.attempts
         return found
 
@@ -261,6 +271,11 @@ class JobStore:
     def change_of(self, job_id: str) -> asyncio.Event:
         """Set at the next commit that touches the job. Take it before reading, then wait."""
         return self._changes.setdefault(job_id, asyncio.Event())
+
+    def forget_change(self, job_id: str, change: asyncio.Event) -> None:
+        """Drops the change of a job that has ended (it would never be announced)."""
+        if self._changes.get(job_id) is change and not change.is_set():
+            del self._changes[job_id]
 
     async def get(self, job_id: str) -> JobRow | None:
         async with self._reading() as connection:

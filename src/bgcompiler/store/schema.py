@@ -35,7 +35,6 @@ jobs = Table(
     Column("metadata", Text),  # the client's JSON object, as given
     Column("callback_url", Text),
     Column("error", Text),
-    Column("last_event", BigInteger, nullable=False, default=0),  # the last event's id
 )
 Index("jobs_by_time", jobs.c.created_at, jobs.c.id)
 Index("jobs_by_status_time", jobs.c.status, jobs.c.created_at, jobs.c.id)

@@ -31,7 +31,6 @@ def upgrade() -> None:
         sa.Column("metadata", sa.Text),
         sa.Column("callback_url", sa.Text),
         sa.Column("error", sa.Text),
-        sa.Column("last_event", sa.BigInteger, nullable=False),
     )
     op.create_index("jobs_by_time", "jobs", ["created_at", "id"])
     op.create_index("jobs_by_status_time", "jobs", ["status", "created_at", "id"])
