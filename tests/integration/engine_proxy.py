@@ -10,17 +10,21 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 ENGINE_SOCKET = "/var/run/docker.sock"
 
 
 class EngineProxy:
-    """Forwards connections to the engine; `cut()` refuses them, `freeze()` never answers."""
+    """Forwards connections to the engine; `cut()` refuses them, `freeze()` never answers,
+    and `kill_delay_s` holds each kill request that long before passing it on (a container
+    slow to come down: the engine answers a kill only once it is down)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.mode = "forward"
+        self.kill_delay_s = 0.0
         self._listener: socket.socket | None = None
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -88,15 +92,24 @@ class EngineProxy:
                 continue
             with self._lock:
                 self._connections.append(upstream)
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            requests = threading.Thread(
+                target=self._pipe, args=(client, upstream, True), daemon=True
+            )
+            requests.start()
             threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, target: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, target: socket.socket, requests: bool = False) -> None:
         try:
             while data := source.recv(65536):
+                # The engine's small requests arrive whole: a kill is recognised by its line.
+                first_line = data.split(b"\r\n", 1)[0]
+                if requests and first_line.startswith(b"POST ") and b"/kill" in first_line:
+                    time.sleep(self.kill_delay_s)
                 target.sendall(data)
             target.shutdown(socket.SHUT_WR)  # pass half-closes through (stdin EOF)
         except OSError:
-            with contextlib.suppress(OSError):
-                target.shutdown(socket.SHUT_RDWR)
+            # Both ends: an engine left writing into a connection nobody reads would block
+            # (a container's exit waits for its attached output to be delivered).
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BUSYBOX, RUNTIMES, Server, launch, wait_until
+from tests.conftest import BUSYBOX, RUNTIMES, Server, launch, timed, wait_until
 from tests.integration.engine_proxy import EngineProxy
 
 pytestmark = pytest.mark.integration
@@ -303,6 +303,38 @@ def test_a_hung_engine_gives_503_within_the_engine_timeout(tmp_path: Path, runti
         assert wait_until(lambda: server.client.get("/").status_code == 200, timeout=15)
     finally:
         proxy.restore()
+        assert server.stop() == 0
+        proxy.stop()
+
+
+def test_a_container_slow_to_come_down_still_answers_its_status_in_time(tmp_path: Path) -> None:
+    """The engine answers a kill only once the container is down, and a gVisor sandbox
+    killing a fork bomb under load took over 30 s to come down. Such a run still answers
+    its own status soon after the kill (EXIT_PATIENCE_S, 3 s), its exit code unknown rather
+    than invented, and its container is removed once down; the engine's slowness is not
+    an internal error. Here the engine's proxy holds every kill request for 20 s."""
+    proxy = EngineProxy(tmp_path / "engine.sock")
+    proxy.start()
+    server = launch(tmp_path, "--docker-host", proxy.url, "--output", "1", "--timeout", "30")
+    try:
+        proxy.kill_delay_s = 20
+        response, waited = timed(
+            lambda: server.compile(script="yes; sleep 60", image=BUSYBOX, cmd="sh", count=1)
+        )
+        assert response.status_code == 200, response.text
+        result = response.json()[0]
+        assert (result["status"], result["exit_code"], result.get("error")) == (
+            "output_limit",
+            None,
+            None,
+        )
+        assert waited < 3 + 4  # the patience, and a margin (the old wait was 10 s, then 500)
+        # The removal does not wait for the held kill: the container is gone well before.
+        assert server.settled(timeout=15), server.containers()
+        proxy.kill_delay_s = 0
+        assert server.run("echo after")["stdout"] == "after\n"
+    finally:
+        proxy.kill_delay_s = 0
         assert server.stop() == 0
         proxy.stop()
 

@@ -108,9 +108,16 @@ def test_a_soak_of_adversarial_runs_ends_every_run_right(tmp_path: Path, runtime
             ThreadPoolExecutor(WORKERS) as pool,
         ):
             outcomes = list(pool.map(lambda case: one(case, client), work))
+        # Everything a wrong ending needs to be understood from the report alone.
         wrong = [
-            (case.name, code, result.get("status"), result.get("error"))
-            for case, code, result, _ in outcomes
+            (
+                case.name,
+                code,
+                {key: result.get(key) for key in ("status", "error", "exit_code", "signal")},
+                str(result.get("stderr"))[-200:],
+                round(waited, 2),
+            )
+            for case, code, result, waited in outcomes
             if code != 200 or not case.ended_right(result)
         ]
         assert not wrong, wrong

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import time
 
@@ -16,7 +17,7 @@ from bgcompiler.sandbox.capture import Capture
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
 from bgcompiler.sandbox.measure import new_nonce
-from bgcompiler.sandbox.monitor import EngineMonitor
+from bgcompiler.sandbox.monitor import ContainerWatch, EngineMonitor
 from bgcompiler.sandbox.outcome import Ending, EngineState, build_result
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
 from bgcompiler.sandbox.payload import build_payload
@@ -24,10 +25,33 @@ from bgcompiler.sandbox.pool import Started, WarmPool
 
 log = structlog.get_logger(__name__)
 
+
+class Verify(enum.Enum):
+    """What is left to check, after a run, to know that its end was the program's own."""
+
+    NOTHING = "nothing"  # the helper saw a clean exit and nothing touched the container
+    AFTER_DIE = "after die"  # the engine's events up to the container's death
+    NOW = "now"  # the container is still coming down: what the engine has said so far
+
+
 # After a kill, output already in flight is still collected for at most this long.
 DRAIN_AFTER_KILL_S = 1.0
 # The helper kills at the time limit; the container is killed from outside this much later.
 HELPER_GRACE_S = 1.0
+# How long a run whose program has ended (or was killed) waits for its container to come
+# down. The engine answers a kill or a wait only once the container is down, and a gVisor
+# sandbox (ptrace platform) killing a fork bomb's processes under CPU contention took from
+# 1 s to over 30 s here. Past this, if the engine still answers, the run's result is given
+# without the container's exit code, and the removal goes on waiting in the background.
+EXIT_PATIENCE_S = 3.0
+# A removal that fails while the engine answers is tried again for this long (the container
+# may still be coming down); while the engine does not answer, three tries. What is left
+# carries this instance's labels: the next start removes it.
+REMOVAL_PATIENCE_S = 300.0
+REMOVAL_TRIES_UNANSWERED = 3
+# A container's exit code when its main process (the helper, or the program through it)
+# died of SIGKILL.
+SIGKILL_EXIT = 128 + 9
 # How long a present image is taken to be still present without asking the engine, and how
 # recent the engine's last answer must be for that.
 IMAGE_CACHE_S = 2.0
@@ -199,8 +223,13 @@ class DockerSandbox:
             if spec.quiet:
                 await self._settle()
             with contextlib.closing(started.stream):
-                result, certain = await self._execute(started, spec)
-            if not certain and await self._monitor.interrupted(started.watch):
+                result, verify = await self._execute(started, spec)
+            interrupted = False
+            if verify is Verify.AFTER_DIE:
+                interrupted = await self._monitor.interrupted(started.watch)
+            elif verify is Verify.NOW:
+                interrupted = self._monitor.interrupted_now(started.watch)
+            if interrupted:
                 # The engine stopped the container, or went away: the end we saw is not the
                 # program's own, whatever its exit code says.
                 return RunResult.internal(
@@ -271,10 +300,10 @@ class DockerSandbox:
         self._monitor.forget(started.container_id)
         self._remove_later(started.container_id)
 
-    async def _execute(self, started: Started, spec: RunSpec) -> tuple[RunResult, bool]:
-        """Runs the spec in a started container. Returns the result, and whether it is
-        certainly the program's own (the helper saw it exit by itself, and nothing touched
-        the container), in which case the engine need not be asked anything more."""
+    async def _execute(self, started: Started, spec: RunSpec) -> tuple[RunResult, Verify]:
+        """Runs the spec in a started container. Returns the result, and what is still to be
+        checked to know it is the program's own (nothing, when the helper saw the program
+        exit cleanly by itself and nothing touched the container)."""
         container_id, stream, watch = started.container_id, started.stream, started.watch
         loop = asyncio.get_running_loop()
         nonce = new_nonce()
@@ -289,9 +318,10 @@ class DockerSandbox:
             deadline = begun + spec.limits.timeout_s + HELPER_GRACE_S
             ending = await _collect(stream, capture, deadline=deadline)
             finished = loop.time()
+            patience = loop.time() + EXIT_PATIENCE_S
             if ending is not Ending.ENDED:
                 watch.killing = True
-                await self._kill_draining(container_id, stream, capture)
+                await self._kill_draining(container_id, stream, capture, until=patience)
         finally:
             feeder.cancel()
             # Before asking the engine anything more: it cannot finish a container's exit
@@ -309,13 +339,11 @@ class DockerSandbox:
             and not self._monitor.interrupted_now(watch)
         )
         if certain:  # a clean exit 0, seen by the helper: no need to ask the engine
-            engine = EngineState(exit_code=0, oom_killed=False)
+            engine, verify = EngineState(exit_code=0, oom_killed=False), Verify.NOTHING
         else:
-            exit_code = await self._engine.wait(container_id)
-            state = (await self._engine.inspect(container_id)).get("State", {})
-            if state.get("Error"):
-                raise SandboxError(f"the engine reported: {state['Error']}")
-            engine = EngineState(exit_code, bool(state.get("OOMKilled")) or watch.oom)
+            engine = await self._engine_state(container_id, watch, until=patience)
+            # A container still coming down has not died yet: what is known now is all.
+            verify = Verify.NOW if engine.exit_code is None else Verify.AFTER_DIE
         result = build_result(
             collected,
             ending=ending,
@@ -323,26 +351,52 @@ class DockerSandbox:
             engine=engine,
             artifact_mb=self._artifact_bytes // (1024 * 1024),
         )
-        return result, certain
+        return result, verify
+
+    async def _engine_state(
+        self, container_id: str, watch: ContainerWatch, *, until: float
+    ) -> EngineState:
+        """The container's exit code and OOM flag once it is down; if it is not down by
+        `until` while the engine answers, the exit code is unknown (None) and the OOM flag
+        what the engine knows so far. An engine that does not answer is an error."""
+        exit_code: int | None = None
+        try:
+            async with asyncio.timeout_at(until):
+                exit_code = await self._engine.wait(container_id)
+        except TimeoutError:
+            await self._engine.ping()  # EngineUnavailable when it is the engine that hangs
+            log.warning("container slow to come down", container=container_id)
+        state = (await self._engine.inspect(container_id)).get("State", {})
+        if state.get("Error"):
+            raise SandboxError(f"the engine reported: {state['Error']}")
+        oom = bool(state.get("OOMKilled")) or watch.oom
+        if not oom and exit_code == SIGKILL_EXIT and not watch.killing:
+            # Killed, and not by us: most likely for memory, and the engine's word on it can
+            # come after the container's exit.
+            oom = await self._monitor.oom_reported(watch)
+        return EngineState(exit_code, oom)
 
     async def _kill_draining(
-        self, container_id: str, stream: AttachedStream, capture: Capture
+        self, container_id: str, stream: AttachedStream, capture: Capture, *, until: float
     ) -> None:
         """Kills the container while reading what is still on its way. Reading is not only
         for the output already in flight: the engine finishes a container's exit (and so
         answers the kill) only once the container's output has been delivered to every
-        attached client, and a flood keeps ours full (docs/architecture.md)."""
+        attached client, and a flood keeps ours full (docs/architecture.md). The kill's
+        answer is awaited until `until` (EXIT_PATIENCE_S); the engine goes on killing after."""
         kill = asyncio.create_task(self._engine.kill(container_id))
         try:
-            drain_until = asyncio.get_running_loop().time() + DRAIN_AFTER_KILL_S
+            drain_until = min(until, asyncio.get_running_loop().time() + DRAIN_AFTER_KILL_S)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(drain_until):
                     while (frame := await stream.read_frame()) is not None:
                         capture.feed(*frame)
             stream.close()  # ended or not: closing also lets the engine's copy end
-            await kill
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(until):
+                    await asyncio.shield(kill)
         finally:
-            if not kill.done():  # cancelled: the container's removal kills it anyway
+            if not kill.done():  # the engine kills it anyway; the removal waits for it
                 kill.cancel()
 
     def _remove_later(self, container_id: str) -> None:
@@ -352,13 +406,23 @@ class DockerSandbox:
         task.add_done_callback(self._removals.discard)
 
     async def _remove(self, container_id: str) -> None:
-        for attempt in range(3):
+        """Removes the container, patiently while the engine answers (REMOVAL_PATIENCE_S)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + REMOVAL_PATIENCE_S
+        unanswered = 0
+        while True:
             try:
                 await self._engine.remove(container_id)
                 return
             except BgcError as exc:
                 log.warning("container removal failed", container=container_id, error=exc.message)
-                await asyncio.sleep(0.5 * (attempt + 1))
+            try:
+                await self._engine.ping()
+            except BgcError:
+                unanswered += 1
+            if unanswered >= REMOVAL_TRIES_UNANSWERED or loop.time() >= give_up:
+                return
+            await asyncio.sleep(0.5 * (unanswered + 1))
 
 
 async def _collect(stream: AttachedStream, capture: Capture, *, deadline: float) -> Ending:

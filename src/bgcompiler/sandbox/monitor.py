@@ -26,6 +26,10 @@ RECONNECT_DELAY_S = 0.5
 # How long a finished run waits for its container's `die` event, which tells that every
 # earlier event about it (a foreign kill) has been seen. It normally arrives first.
 DIE_EVENT_WAIT_S = 1.0
+# How long a container killed by SIGKILL that nobody asked for waits for the engine's `oom`
+# event. It can follow the container's death: under gVisor the kernel's OOM killer takes
+# the whole sandbox, and containerd's notice came up to 0.2 s after the exit here.
+OOM_EVENT_WAIT_S = 1.0
 
 
 @dataclass(slots=True)
@@ -36,6 +40,7 @@ class ContainerWatch:
     killing: bool = False  # we asked for its kill: the kill event that follows is ours
     killed_by_other: bool = False
     oom: bool = False  # the kernel killed a process of it for memory
+    oomed: asyncio.Event = field(default_factory=asyncio.Event)  # set with `oom`
     died: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -83,6 +88,15 @@ class EngineMonitor:
                     await watch.died.wait()
         return self.interrupted_now(watch)
 
+    async def oom_reported(self, watch: ContainerWatch) -> bool:
+        """Whether the engine reported an OOM kill in the container, waiting a moment
+        (OOM_EVENT_WAIT_S) for a report that may follow the container's death."""
+        if self.connected and not watch.oom:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OOM_EVENT_WAIT_S):
+                    await watch.oomed.wait()
+        return watch.oom
+
     def _on_event(self, event: dict[str, Any]) -> None:
         watch = self._watches.get(str(event.get("id", "")))
         if watch is None:
@@ -92,6 +106,7 @@ class EngineMonitor:
             watch.killed_by_other = True
         elif action == "oom":
             watch.oom = True
+            watch.oomed.set()
         elif action == "die":
             watch.died.set()
 
