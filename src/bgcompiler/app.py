@@ -81,7 +81,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
         try:
             await box.open()
         except StartupError as exc:
-            await engine.dispose()
+            engine.dispose()
             log.error("cannot start", reason=exc.message)
             raise
         scheduler = Scheduler(

@@ -30,13 +30,12 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def store(store_url: str, tmp_path: Path) -> AsyncIterator[JobStore]:
     url, _, schema = store_url.partition("#")
     if schema:
-        from sqlalchemy import text
-        from sqlalchemy.ext.asyncio import create_async_engine
+        from sqlalchemy import create_engine, text
 
-        admin = create_async_engine(url.split("?")[0])
-        async with admin.begin() as connection:
-            await connection.execute(text(f"CREATE SCHEMA {schema}"))
-        await admin.dispose()
+        admin = create_engine(url.split("?")[0])
+        with admin.begin() as connection:
+            connection.execute(text(f"CREATE SCHEMA {schema}"))
+        admin.dispose()
     opened = JobStore(await open_database(url, str(tmp_path / "data")))
     opened.start()
     yield opened

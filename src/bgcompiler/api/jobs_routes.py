@@ -21,7 +21,7 @@ from bgcompiler.api.routes import services
 from bgcompiler.api.v1_plan import v1_plan
 from bgcompiler.errors import InvalidRequest
 from bgcompiler.jobs.service import JobService
-from bgcompiler.store.jobs import FINAL, Delivery
+from bgcompiler.store.jobs import FINAL, Delivery, JobRow
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -34,8 +34,11 @@ def jobs(request: Request) -> JobService:
     return found
 
 
-async def document(service: JobService, job_id: str, *, with_result: bool = True) -> dict[str, Any]:
-    row = await service.get(job_id)
+async def document(
+    service: JobService, job_id: str, *, with_result: bool = True, row: JobRow | None = None
+) -> dict[str, Any]:
+    """The job's document; from `row` when the caller has just read it."""
+    row = row if row is not None else await service.get(job_id)
     deliveries = await service.store.deliveries(job_id) if row.callback_url else None
     return job_document(row, deliveries, with_result=with_result)
 
@@ -104,11 +107,10 @@ async def get_job(
     wait: Annotated[float | None, Query(gt=0, le=60, description="seconds, at most 60")] = None,
 ) -> JSONResponse:
     service = jobs(request)
-    if wait is not None:
-        await service.wait(job_id, wait)
+    row = await service.wait(job_id, wait) if wait is not None else None
     # Answered as rendered (not re-serialized through the schema): `result` is then exactly
     # the document POST /api/v1/runs answers, absent fields absent rather than null.
-    return JSONResponse(await document(service, job_id))
+    return JSONResponse(await document(service, job_id, row=row))
 
 
 @router.delete(

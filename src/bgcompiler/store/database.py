@@ -8,10 +8,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bgcompiler.errors import StartupError
 
@@ -19,31 +18,37 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def database_url(database_url: str | None, data_dir: str) -> str:
-    """SQLAlchemy's URL: ours drivers (aiosqlite, psycopg 3) for what the user wrote."""
+    """SQLAlchemy's URL, with our drivers (Python's sqlite3, psycopg 3) for what the user
+    wrote."""
     if database_url is None:
-        return f"sqlite+aiosqlite:///{Path(data_dir) / 'jobs.db'}"
+        return f"sqlite:///{Path(data_dir) / 'jobs.db'}"
     for prefix in ("postgresql://", "postgres://"):
         if database_url.startswith(prefix):
             return "postgresql+psycopg://" + database_url.removeprefix(prefix)
-    if database_url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
+    if database_url.startswith(("postgresql+psycopg://", "sqlite://")):
         return database_url
     raise StartupError(
         f"--database-url must be a postgresql:// URL, not {database_url.split(':', 1)[0]!r}"
     )
 
 
-async def open_database(url: str, data_dir: str) -> AsyncEngine:
-    """An engine on the store, its schema migrated to the latest version."""
+async def open_database(url: str, data_dir: str) -> Engine:
+    """An engine on the store, its schema migrated to the latest version. The store uses
+    it from threads of its own (store/jobs.py says why)."""
+    return await asyncio.to_thread(_open, url, data_dir)
+
+
+def _open(url: str, data_dir: str) -> Engine:
     if url.startswith("sqlite"):
-        await asyncio.to_thread(Path(data_dir).mkdir, parents=True, exist_ok=True)
-    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if url.startswith("sqlite"):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas)
     try:
-        async with engine.begin() as connection:
-            await connection.run_sync(_migrate)
+        with engine.begin() as connection:
+            _migrate(connection)
     except (SQLAlchemyError, OSError) as exc:
-        await engine.dispose()
+        engine.dispose()
         raise StartupError(f"cannot open the job store: {exc}") from exc
     return engine
 
