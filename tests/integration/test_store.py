@@ -77,6 +77,37 @@ async def test_recovery_requeues_running_jobs_without_their_partial_runs(
     assert (await store.get(ended)).status == DONE  # type: ignore[union-attr]
 
 
+async def test_the_rows_kept_in_memory_are_the_rows_in_the_database(
+    store: JobStore, store_url: str, tmp_path: Path
+) -> None:
+    """The store answers for the jobs it runs from memory: each row, at every step (queued,
+    running, runs counted, ended), equals what a store with nothing in memory reads from
+    the database."""
+    url = store_url.partition("#")[0]
+    reader = JobStore(await open_database(url, str(tmp_path / "data")))
+    try:
+        job_id = uuid.uuid4().hex
+        steps = [
+            lambda: None,
+            lambda: store.started(job_id),
+            lambda: store.event(job_id, "run", b"r", counts_run=True),
+            lambda: store.event(job_id, "run", b"r", counts_run=True),
+            lambda: store.finished(job_id, DONE, outcome=b"\x00\xffo"),
+        ]
+        await store.create(
+            job_id, plan=b"\x01{}", runs_total=2, metadata='{"a":1}', callback_url=None
+        )
+        for step in steps:
+            step()
+            await store.flush()
+            kept = await store.get(job_id)
+            assert kept == await reader.get(job_id)
+        assert kept is not None
+        assert (kept.status, kept.runs_done) == (DONE, 2)
+    finally:
+        await reader.close()
+
+
 async def test_old_finished_jobs_are_purged_with_their_events(store: JobStore) -> None:
     """Jobs that ended before the cut-off go, with their events; newer ones and unfinished
     ones stay."""

@@ -31,7 +31,7 @@ from bgcompiler.errors import BgcError, Conflict, NotFound, ShuttingDown
 from bgcompiler.jobs.webhooks import Webhooks
 from bgcompiler.models import RunResult
 from bgcompiler.scheduler import Job, Scheduler
-from bgcompiler.store.jobs import CANCELLED, DONE, FAILED, FINAL, QUEUED, JobRow, JobStore
+from bgcompiler.store.jobs import CANCELLED, DONE, FAILED, FINAL, JobRow, JobStore
 
 log = structlog.get_logger(__name__)
 
@@ -102,31 +102,16 @@ class JobService:
         """Stores the job (committed when this returns) and queues it; Busy before storing
         anything when the backlog cannot hold its runs. Returns the job as stored."""
         self._scheduler.check_room(plan.total_runs)
-        stored = plan.to_json()
-        created_at = await self._store.create(
+        row = await self._store.create(
             job_id,
-            plan=stored,
+            plan=plan.to_json(),
             runs_total=plan.measured_runs,
             metadata=metadata,
             callback_url=callback_url,
         )
         # Admitted a moment ago; stored now: it is queued whatever came in between.
         self._enqueue(job_id, plan, callback_url, force=True)
-        return JobRow(
-            id=job_id,
-            status=QUEUED,
-            created_at=created_at,
-            started_at=None,
-            finished_at=None,
-            attempts=0,
-            runs_total=plan.measured_runs,
-            runs_done=0,
-            plan=stored,
-            outcome=None,
-            metadata=metadata,
-            callback_url=callback_url,
-            error=None,
-        )
+        return row
 
     async def get(self, job_id: str) -> JobRow:
         row = await self._store.get(job_id)

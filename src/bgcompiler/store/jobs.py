@@ -19,9 +19,10 @@ import asyncio
 import base64
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import structlog
@@ -39,6 +40,8 @@ Write = Callable[[Connection], None]
 BATCH = 256
 # Reads at once (waiters, event streams, lists); each is one short statement.
 READER_THREADS = 4
+# Rows of jobs that ended lately are kept (for their waiters), up to this many bytes.
+ENDED_KEPT_BYTES = 16 * 1024 * 1024
 
 QUEUED, RUNNING, DONE, CANCELLED, FAILED = "queued", "running", "done", "cancelled", "failed"
 FINAL = (DONE, CANCELLED, FAILED)
@@ -82,6 +85,7 @@ class _Pending:
     write: Write
     jobs: tuple[str, ...]
     done: asyncio.Future[None] | None
+    committed: Callable[[], None] | None = None  # brings the rows kept in memory up to date
 
 
 class JobStore:
@@ -94,6 +98,11 @@ class JobStore:
         self._changes: dict[str, asyncio.Event] = {}
         self._last_event: dict[str, int] = {}
         self._attempt: dict[str, int] = {}
+        # The rows of the jobs this process runs, as last committed (their only writer is
+        # this store), and of those that ended lately: read without asking the database.
+        self._rows: dict[str, JobRow] = {}
+        self._ended: OrderedDict[str, JobRow] = OrderedDict()
+        self._ended_bytes = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -126,27 +135,33 @@ class JobStore:
         runs_total: int,
         metadata: str | None,
         callback_url: str | None,
-    ) -> float:
-        """Stores a queued job; returns its creation time once it is committed."""
-        created_at = time.time()
-        row = {
-            "id": job_id,
-            "status": QUEUED,
-            "created_at": created_at,
-            "attempts": 0,
-            "runs_total": runs_total,
-            "runs_done": 0,
-            "plan": plan,
-            "metadata": metadata,
-            "callback_url": callback_url,
-        }
+    ) -> JobRow:
+        """Stores a queued job; returns it once it is committed."""
+        row = JobRow(
+            id=job_id,
+            status=QUEUED,
+            created_at=time.time(),
+            started_at=None,
+            finished_at=None,
+            attempts=0,
+            runs_total=runs_total,
+            runs_done=0,
+            plan=plan,
+            outcome=None,
+            metadata=metadata,
+            callback_url=callback_url,
+            error=None,
+        )
         self._last_event[job_id] = 0
 
         def write(connection: Connection) -> None:
-            connection.execute(insert(jobs).values(**row))
+            connection.execute(insert(jobs).values(**_fields(row)))
 
-        await self._submit(write, (job_id,), wait=True)
-        return created_at
+        def committed() -> None:
+            self._rows[job_id] = row
+
+        await self._submit(write, (job_id,), wait=True, committed=committed)
+        return row
 
     def started(self, job_id: str) -> int:
         """The job begins (again) on a worker: running, attempts + 1. Returns the attempt."""
@@ -161,7 +176,13 @@ class JobStore:
                 .values(status=RUNNING, started_at=now, attempts=attempt, runs_done=0)
             )
 
-        self._enqueue(write, job_id)
+        self._enqueue(
+            write,
+            job_id,
+            lambda: self._change_row(
+                job_id, status=RUNNING, started_at=now, attempts=attempt, runs_done=0
+            ),
+        )
         return attempt
 
     def event(self, job_id: str, kind: str, data: bytes, *, counts_run: bool = False) -> None:
@@ -169,35 +190,45 @@ class JobStore:
         event_id = self._last_event.get(job_id, 0) + 1
         self._last_event[job_id] = event_id
         attempt = self._attempt.get(job_id, 0)
+        row = {"job_id": job_id, "id": event_id, "attempt": attempt, "kind": kind, "data": data}
 
         def write(connection: Connection) -> None:
-            connection.execute(
-                insert(events).values(
-                    job_id=job_id, id=event_id, attempt=attempt, kind=kind, data=data
-                )
-            )
+            connection.execute(insert(events).values(**row))
             if counts_run:
                 connection.execute(
                     update(jobs).where(jobs.c.id == job_id).values(runs_done=jobs.c.runs_done + 1)
                 )
 
-        self._enqueue(write, job_id)
+        def committed() -> None:
+            if counts_run and (kept := self._rows.get(job_id)) is not None:
+                self._rows[job_id] = replace(kept, runs_done=kept.runs_done + 1)
+
+        self._enqueue(write, job_id, committed)
 
     def finished(
         self, job_id: str, status: str, *, outcome: bytes | None = None, error: str | None = None
     ) -> None:
         """The job ended (done, cancelled or failed); a final `done` event follows."""
         now = time.time()
+        event_id = self._last_event.get(job_id, 0) + 1
+        done = {"job_id": job_id, "id": event_id, "attempt": self._attempt.get(job_id, 0)}
 
         def write(connection: Connection) -> None:
+            # One write: whoever sees the job ended finds its `done` event committed with it.
             connection.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
                 .values(status=status, finished_at=now, outcome=outcome, error=error)
             )
+            connection.execute(insert(events).values(**done, kind="done", data=b""))
 
-        self._enqueue(write, job_id)
-        self.event(job_id, "done", b"")
+        def committed() -> None:
+            kept = self._rows.pop(job_id, None)
+            if kept is not None:
+                ended = replace(kept, status=status, finished_at=now, outcome=outcome, error=error)
+                self._keep_ended(ended)
+
+        self._enqueue(write, job_id, committed)
         self._attempt.pop(job_id, None)
         self._last_event.pop(job_id, None)  # an ended job gets no more events
 
@@ -256,6 +287,7 @@ class JobStore:
         for row in found:
             self._last_event[row.id] = last.get(row.id, 0)
             self._attempt[row.id] = row.attempts
+            self._rows[row.id] = row  # queued again here: this process runs it
         return found
 
     async def purge(self, finished_before: float) -> int:
@@ -280,6 +312,8 @@ class JobStore:
         old = await self._transaction(purge)
         for job_id in old:
             self._last_event.pop(job_id, None)
+            if (ended := self._ended.pop(job_id, None)) is not None:
+                self._ended_bytes -= _size(ended)
         return len(old)
 
     # --- reads ---------------------------------------------------------------------------
@@ -294,6 +328,10 @@ class JobStore:
             del self._changes[job_id]
 
     async def get(self, job_id: str) -> JobRow | None:
+        kept = self._rows.get(job_id) or self._ended.get(job_id)
+        if kept is not None:
+            return kept
+
         def get(connection: Connection) -> JobRow | None:
             row = connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
             return _job(row._mapping) if row is not None else None
@@ -360,14 +398,35 @@ class JobStore:
 
     # --- the writer ----------------------------------------------------------------------
 
-    def _enqueue(self, write: Write, job_id: str) -> None:
-        self._queue.put_nowait(_Pending(write, (job_id,), None))
+    def _enqueue(
+        self, write: Write, job_id: str, committed: Callable[[], None] | None = None
+    ) -> None:
+        self._queue.put_nowait(_Pending(write, (job_id,), None, committed))
 
-    async def _submit(self, write: Write, job_ids: tuple[str, ...], *, wait: bool) -> None:
+    async def _submit(
+        self,
+        write: Write,
+        job_ids: tuple[str, ...],
+        *,
+        wait: bool,
+        committed: Callable[[], None] | None = None,
+    ) -> None:
         done = asyncio.get_running_loop().create_future() if wait else None
-        self._queue.put_nowait(_Pending(write, job_ids, done))
+        self._queue.put_nowait(_Pending(write, job_ids, done, committed))
         if done is not None:
             await done
+
+    def _change_row(self, job_id: str, **changes: Any) -> None:
+        kept = self._rows.get(job_id)
+        if kept is not None:
+            self._rows[job_id] = replace(kept, **changes)
+
+    def _keep_ended(self, row: JobRow) -> None:
+        self._ended[row.id] = row
+        self._ended_bytes += _size(row)
+        while self._ended_bytes > ENDED_KEPT_BYTES and len(self._ended) > 1:
+            _, oldest = self._ended.popitem(last=False)
+            self._ended_bytes -= _size(oldest)
 
     async def _write_batches(self) -> None:
         loop = asyncio.get_running_loop()
@@ -382,6 +441,10 @@ class JobStore:
                 await loop.run_in_executor(self._writer_thread, self._commit, batch)
             except StoreUnavailable as exc:
                 error = exc
+            else:
+                for pending in batch:
+                    if pending.committed is not None:
+                        pending.committed()
             for pending in batch:
                 if pending.done is not None and not pending.done.done():
                     if error is None:
@@ -431,6 +494,14 @@ def _translated() -> Iterator[None]:
 
 def _noop(_: Connection) -> None:
     return None
+
+
+def _size(row: JobRow) -> int:
+    return len(row.plan) + len(row.outcome or b"") + len(row.metadata or "")
+
+
+def _fields(row: JobRow) -> dict[str, Any]:
+    return {key: getattr(row, key) for key in JobRow.__slots__}
 
 
 def _job(row: Any) -> JobRow:
