@@ -44,7 +44,8 @@ async def store(store_url: str, tmp_path: Path) -> AsyncIterator[JobStore]:
 
 async def new_job(store: JobStore) -> str:
     job_id = uuid.uuid4().hex
-    await store.create(job_id, plan=b"{}", runs_total=2, metadata=None, callback_url=None)
+    _, stored = store.create(job_id, plan=b"{}", runs_total=2, metadata=None, callback_url=None)
+    await stored
     return job_id
 
 
@@ -94,9 +95,10 @@ async def test_the_rows_kept_in_memory_are_the_rows_in_the_database(
             lambda: store.event(job_id, "run", b"r", counts_run=True),
             lambda: store.finished(job_id, DONE, outcome=b"\x00\xffo"),
         ]
-        await store.create(
+        _, stored = store.create(
             job_id, plan=b"\x01{}", runs_total=2, metadata='{"a":1}', callback_url=None
         )
+        await stored
         for step in steps:
             step()
             await store.flush()

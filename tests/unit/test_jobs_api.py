@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -182,3 +184,28 @@ async def test_over_capacity_is_a_503_and_nothing_is_stored(
     assert refused.status_code == 503
     assert "retry-after" in refused.headers
     assert len((await client.get("/api/v1/jobs")).json()["jobs"]) == 2
+
+
+async def test_a_job_the_store_cannot_commit_is_a_503_and_is_not_run(
+    api: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The store refuses the insert: 503 store_unavailable, no job listed, and the run that
+    had begun meanwhile is stopped (the service is idle again); then the store serves."""
+    client = await api(workers=1)
+    database = sqlite3.connect(tmp_path / "data" / "jobs.db")
+    database.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    database.commit()
+    refused = await client.post("/api/v1/jobs", json={**BODY, "run": "sleep 5"})
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "store_unavailable"
+    assert (await client.get("/api/v1/jobs")).json()["jobs"] == []
+    status = (await client.get("/api/v1/status")).json()
+    assert (status["busy_workers"], status["waiting_runs"]) == (0, 0), status
+    database.execute("DROP TRIGGER refuse")
+    database.commit()
+    database.close()
+    job = await submitted(client)
+    done = (await client.get(f"/api/v1/jobs/{job['id']}", params={"wait": 10})).json()
+    assert done["status"] == "done"

@@ -102,15 +102,21 @@ class JobService:
         """Stores the job (committed when this returns) and queues it; Busy before storing
         anything when the backlog cannot hold its runs. Returns the job as stored."""
         self._scheduler.check_room(plan.total_runs)
-        row = await self._store.create(
+        row, stored = self._store.create(
             job_id,
             plan=plan.to_json(),
             runs_total=plan.measured_runs,
             metadata=metadata,
             callback_url=callback_url,
         )
-        # Admitted a moment ago; stored now: it is queued whatever came in between.
+        # Queued while its insert commits (its own writes follow the insert): the run does
+        # not wait for the commit; the answer does.
         self._enqueue(job_id, plan, callback_url, force=True)
+        try:
+            await stored
+        except BgcError:
+            self._forget(job_id)  # never stored: never to be answered for
+            raise
         return row
 
     async def get(self, job_id: str) -> JobRow:
@@ -164,7 +170,9 @@ class JobService:
     def _sink_of(self, job_id: str) -> Callable[[Event], Awaitable[None]]:
         async def sink(event: Event) -> None:
             # Writes are queued, not awaited: a run never waits for a commit.
-            progress = self._progress[job_id]
+            progress = self._progress.get(job_id)
+            if progress is None:  # forgotten (its insert failed) while it was starting
+                return
             if isinstance(event, JobStarted):
                 progress.image_id = event.image_id
                 progress.compiled = None
@@ -182,9 +190,18 @@ class JobService:
 
         return sink
 
+    def _forget(self, job_id: str) -> None:
+        """Drops a job whose insert failed: its runs stop, and nothing is written of it."""
+        self._progress.pop(job_id, None)
+        job = self._jobs.pop(job_id, None)
+        if job is not None:
+            self._scheduler.cancel(job)
+
     def _ended(self, job_id: str, ended: asyncio.Future[Outcome]) -> None:
         self._jobs.pop(job_id, None)
-        progress = self._progress.pop(job_id)
+        progress = self._progress.pop(job_id, None)
+        if progress is None:  # forgotten
+            return
         if ended.cancelled():
             runs = tuple(progress.runs[index] for index in sorted(progress.runs))
             partial = Outcome(

@@ -123,11 +123,11 @@ class JobStore:
 
     async def flush(self) -> None:
         """Returns once every write submitted before it is committed."""
-        await self._submit(_noop, (), wait=True)
+        await self._submit(_noop, ())
 
     # --- writes --------------------------------------------------------------------------
 
-    async def create(
+    def create(
         self,
         job_id: str,
         *,
@@ -135,8 +135,9 @@ class JobStore:
         runs_total: int,
         metadata: str | None,
         callback_url: str | None,
-    ) -> JobRow:
-        """Stores a queued job; returns it once it is committed."""
+    ) -> tuple[JobRow, asyncio.Future[None]]:
+        """Queues the job's insert at once (before any later write of it); returns the job
+        and a future done once it is committed."""
         row = JobRow(
             id=job_id,
             status=QUEUED,
@@ -160,8 +161,7 @@ class JobStore:
         def committed() -> None:
             self._rows[job_id] = row
 
-        await self._submit(write, (job_id,), wait=True, committed=committed)
-        return row
+        return row, self._submit(write, (job_id,), committed)
 
     def started(self, job_id: str) -> int:
         """The job begins (again) on a worker: running, attempts + 1. Returns the attempt."""
@@ -403,18 +403,13 @@ class JobStore:
     ) -> None:
         self._queue.put_nowait(_Pending(write, (job_id,), None, committed))
 
-    async def _submit(
-        self,
-        write: Write,
-        job_ids: tuple[str, ...],
-        *,
-        wait: bool,
-        committed: Callable[[], None] | None = None,
-    ) -> None:
-        done = asyncio.get_running_loop().create_future() if wait else None
+    def _submit(
+        self, write: Write, job_ids: tuple[str, ...], committed: Callable[[], None] | None = None
+    ) -> asyncio.Future[None]:
+        """Queues the write; the future is done once it is committed (or has failed)."""
+        done = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(write, job_ids, done, committed))
-        if done is not None:
-            await done
+        return done
 
     def _change_row(self, job_id: str, **changes: Any) -> None:
         kept = self._rows.get(job_id)
@@ -434,18 +429,12 @@ class JobStore:
             batch = [await self._queue.get()]
             while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            error: BaseException | None = None
-            try:
-                # The whole batch in one call on the writer's thread: one hand-over each way,
-                # however busy the event loop is with the runs.
-                await loop.run_in_executor(self._writer_thread, self._commit, batch)
-            except StoreUnavailable as exc:
-                error = exc
-            else:
-                for pending in batch:
-                    if pending.committed is not None:
-                        pending.committed()
-            for pending in batch:
+            # The whole batch in one call on the writer's thread: one hand-over each way,
+            # however busy the event loop is with the runs.
+            errors = await loop.run_in_executor(self._writer_thread, self._commit, batch)
+            for pending, error in zip(batch, errors, strict=True):
+                if error is None and pending.committed is not None:
+                    pending.committed()
                 if pending.done is not None and not pending.done.done():
                     if error is None:
                         pending.done.set_result(None)
@@ -453,10 +442,27 @@ class JobStore:
                         pending.done.set_exception(error)
             self._announce(job for pending in batch for job in pending.jobs)
 
-    def _commit(self, batch: list[_Pending]) -> None:
-        with _translated(), self._engine.begin() as connection:
-            for pending in batch:
-                pending.write(connection)
+    def _commit(self, batch: list[_Pending]) -> list[StoreUnavailable | None]:
+        """Commits the batch; each write's error, if any. A batch that fails is tried again
+        a write at a time, so that one refused write (a job whose insert failed, and the
+        writes that followed it) does not take the others down with it."""
+        try:
+            with _translated(), self._engine.begin() as connection:
+                for pending in batch:
+                    pending.write(connection)
+            return [None] * len(batch)
+        except StoreUnavailable as exc:
+            if len(batch) == 1:
+                return [exc]
+        errors: list[StoreUnavailable | None] = []
+        for pending in batch:
+            try:
+                with _translated(), self._engine.begin() as connection:
+                    pending.write(connection)
+                errors.append(None)
+            except StoreUnavailable as exc:
+                errors.append(exc)
+        return errors
 
     def _announce(self, job_ids: Iterable[str]) -> None:
         for job_id in set(job_ids):
