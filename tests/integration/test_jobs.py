@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
-from tests.conftest import BUSYBOX, Server, launch, wait_until
+from tests.conftest import BUSYBOX, Server, free_port, launch, wait_until
+from tests.postgres import postgres_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +110,50 @@ def test_events_stream_live_as_runs_finish(tmp_path: Path) -> None:
         ]
     finally:
         assert server.stop() == 0
+
+
+def test_a_job_runs_through_a_database_outage_and_loses_nothing(tmp_path: Path) -> None:
+    """PostgreSQL stops while a job runs and comes back after it has ended: meanwhile the
+    job is still answered (as last committed), a new submit gets 503 store_unavailable (not
+    queued, not lost: refused), and once the database is back the job ends `done` with
+    every run and every event, in order."""
+    with postgres_cluster(free_port()) as database:
+        server = launch(tmp_path, "--database-url", database.url)
+        try:
+            job = submit(server, image=BUSYBOX, run="sleep 1; echo r", script="", count=3)
+            assert wait_until(
+                lambda: (
+                    server.client.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "running"
+                ),
+                timeout=30,
+            )
+            database.stop()
+            during = server.client.get(f"/api/v1/jobs/{job['id']}")
+            assert during.status_code == 200, during.text
+            assert during.json()["status"] == "running"
+            refused = server.client.post(
+                "/api/v1/jobs", json={"image": BUSYBOX, "run": "echo", "script": ""}
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "store_unavailable"
+            time.sleep(4)  # the job's three runs end while the database is down
+            database.start()
+            done = waited(server, job["id"])
+            assert (done["status"], done["runs_done"]) == ("done", 3), done
+            assert [run["stdout"] for run in done["result"]["runs"]] == ["r\n"] * 3
+            replay = server.client.get(f"/api/v1/jobs/{job['id']}/events").text
+            kinds = [line.removeprefix("event: ") for line in replay.splitlines()]
+            assert [k for k in kinds if not k.startswith(("id:", "data:", ":")) and k] == [
+                "started",
+                "run",
+                "run",
+                "run",
+                "done",
+            ]
+            listed = server.client.get("/api/v1/jobs").json()["jobs"]
+            assert [row["id"] for row in listed] == [job["id"]]
+        finally:
+            assert server.stop() == 0
 
 
 def test_cancel_kills_the_running_container_at_once(tmp_path: Path) -> None:

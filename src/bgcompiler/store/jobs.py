@@ -28,7 +28,13 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bgcompiler.errors import InvalidRequest, StoreUnavailable
 from bgcompiler.store.schema import deliveries, events, jobs
@@ -42,6 +48,15 @@ BATCH = 256
 READER_THREADS = 4
 # Rows of jobs that ended lately are kept (for their waiters), up to this many bytes.
 ENDED_KEPT_BYTES = 16 * 1024 * 1024
+# While the database does not answer, the writes nobody waits for (a running job's events
+# and its end) are kept, in order, and tried again after this long, doubling up to the max.
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+class _StoreDown(StoreUnavailable):
+    """The database did not answer (down, restarting, locked): worth trying again."""
+
 
 QUEUED, RUNNING, DONE, CANCELLED, FAILED = "queued", "running", "done", "cancelled", "failed"
 FINAL = (DONE, CANCELLED, FAILED)
@@ -424,15 +439,24 @@ class JobStore:
             self._ended_bytes -= _size(oldest)
 
     async def _write_batches(self) -> None:
+        """Commits what is queued, in order. While the database does not answer, a write
+        someone waits for fails at once (a submit answers 503), and the others are kept and
+        tried again: a job that runs through an outage still has all its events after it."""
         loop = asyncio.get_running_loop()
+        kept: list[_Pending] = []
+        delay = RETRY_FIRST_S
         while True:
-            batch = [await self._queue.get()]
+            batch = kept or [await self._queue.get()]
             while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             # The whole batch in one call on the writer's thread: one hand-over each way,
             # however busy the event loop is with the runs.
             errors = await loop.run_in_executor(self._writer_thread, self._commit, batch)
+            kept = []
             for pending, error in zip(batch, errors, strict=True):
+                if isinstance(error, _StoreDown) and pending.done is None:
+                    kept.append(pending)
+                    continue
                 if error is None and pending.committed is not None:
                     pending.committed()
                 if pending.done is not None and not pending.done.done():
@@ -440,7 +464,14 @@ class JobStore:
                         pending.done.set_result(None)
                     else:
                         pending.done.set_exception(error)
-            self._announce(job for pending in batch for job in pending.jobs)
+            kept_ids = {job for pending in kept for job in pending.jobs}
+            self._announce(job for p in batch for job in p.jobs if job not in kept_ids)
+            if kept:
+                log.warning("the job store does not answer; writes kept", writes=len(kept))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            else:
+                delay = RETRY_FIRST_S
 
     def _commit(self, batch: list[_Pending]) -> list[StoreUnavailable | None]:
         """Commits the batch; each write's error, if any. A batch that fails is tried again
@@ -452,8 +483,8 @@ class JobStore:
                     pending.write(connection)
             return [None] * len(batch)
         except StoreUnavailable as exc:
-            if len(batch) == 1:
-                return [exc]
+            if len(batch) == 1 or isinstance(exc, _StoreDown):
+                return [exc] * len(batch)
         errors: list[StoreUnavailable | None] = []
         for pending in batch:
             try:
@@ -493,8 +524,11 @@ def _translated() -> Iterator[None]:
     """The one place the store's foreign errors become ours."""
     try:
         yield
-    except (SQLAlchemyError, OSError) as exc:
-        log.error("the job store failed", error=str(exc))
+    except (OperationalError, InterfaceError, DisconnectionError, PoolTimeout, OSError) as exc:
+        log.error("the job store does not answer", error=str(exc))
+        raise _StoreDown(f"the job store is not available: {exc}") from exc
+    except SQLAlchemyError as exc:
+        log.error("the job store refused", error=str(exc))
         raise StoreUnavailable(f"the job store is not available: {exc}") from exc
 
 
