@@ -77,6 +77,21 @@ class RunResult:
     memory_kb: int | None = None
     signal: str | None = None
     artifacts: bytes | None = None  # tar of the work directory, for a successful compile
+    # The order stdout's and stderr's bytes arrived in: (1 = stdout | 2 = stderr, count).
+    interleaving: tuple[tuple[int, int], ...] = ()
+
+    def output(self) -> bytes:
+        """stdout and stderr as one, in the order their bytes arrived (stdout first, then
+        stderr, when the order is not known)."""
+        if not self.interleaving:
+            return self.stdout + self.stderr
+        taken = {1: 0, 2: 0}
+        streams = {1: self.stdout, 2: self.stderr}
+        parts = []
+        for kind, count in self.interleaving:
+            parts.append(streams[kind][taken[kind] : taken[kind] + count])
+            taken[kind] += count
+        return b"".join(parts)
 
     @staticmethod
     def internal(message: str, *, stdout: bytes = b"", stderr: bytes = b"") -> RunResult:

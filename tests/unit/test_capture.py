@@ -8,6 +8,7 @@ import tarfile
 
 import pytest
 
+from bgcompiler.models import RunResult, Status
 from bgcompiler.sandbox.attach import STDERR, STDOUT
 from bgcompiler.sandbox.capture import RECORD_ROOM, Capture
 from bgcompiler.sandbox.measure import end_mark, record_mark
@@ -187,3 +188,45 @@ def test_a_signal_is_the_exit_code_a_shell_would_give() -> None:
     assert measurement is not None
     assert measurement.exit_code == 139
     assert measurement.signal == "SIGSEGV"
+
+
+def interleaved(capture: Capture) -> bytes:
+    collected = capture.collected()
+    result = RunResult(
+        status=Status.OK,
+        stdout=collected.stdout,
+        stderr=collected.stderr,
+        interleaving=collected.interleaving,
+    )
+    return result.output()
+
+
+def test_the_output_interleaves_the_streams_in_arrival_order_without_the_marks() -> None:
+    """Frames of both streams, the helper's marks among them (a record split across frames,
+    program bytes after it): the interleaved output is the program's bytes in the order they
+    came, and nothing of the trailers."""
+    capture = fed(
+        (STDOUT, b"a1"),
+        (STDERR, b"e1"),
+        (STDOUT, b"a2"),
+        (STDOUT, b"a3"),
+        (STDERR, b"e2" + RECORD[:10]),
+        (STDERR, RECORD[10:] + b"e3"),
+        (STDOUT, b"a4" + END),
+    )
+    assert interleaved(capture) == b"a1e1a2a3e2e3a4"
+    assert capture.collected().interleaving == (
+        (STDOUT, 2),
+        (STDERR, 2),
+        (STDOUT, 4),
+        (STDERR, 4),
+        (STDOUT, 2),
+    )
+
+
+def test_the_interleaved_output_stops_at_each_streams_cap() -> None:
+    """Past the cap nothing is the output's: each stream's part ends at its cap, in order."""
+    capture = fed(
+        (STDERR, b"e" * 10), (STDOUT, b"o" * (CAP - 4)), (STDOUT, b"p" * 10), (STDERR, b"f" * CAP)
+    )
+    assert interleaved(capture) == b"e" * 10 + b"o" * (CAP - 4) + b"p" * 4 + b"f" * (CAP - 10)

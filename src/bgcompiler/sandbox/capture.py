@@ -50,7 +50,8 @@ class StreamCapture:
     mark_at: int | None = None  # where the helper's mark begins, once seen whole
     trailer_end: int | None = None  # where the trailer ends (None: not yet, or never)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> int:
+        """Takes a frame's bytes; returns how many of them were kept."""
         before = len(self.kept)
         fits = max(0, self.room - before)
         self.kept += data[:fits]
@@ -61,6 +62,7 @@ class StreamCapture:
                 self.mark_at = at
         if self.mark_at is not None and self.trailer_end is None:
             self._find_trailer_end(before)
+        return min(fits, len(data))
 
     def _find_trailer_end(self, searched_up_to: int) -> None:
         assert self.mark_at is not None
@@ -102,6 +104,26 @@ class StreamCapture:
     def over(self, *, final: bool) -> bool:
         return self.program_bytes(final=final) > self.cap
 
+    def program_span(self, start: int, end: int) -> int:
+        """How many of the program's output bytes (as `program_output` gives them) lie in
+        kept[start:end]: the trailer is not the program's, and past the cap is not kept."""
+        if self.mark_at is None:
+            pieces = [(start, end, 0)]
+        elif self.trailer is Trailer.ARTIFACTS:
+            pieces = [(start, min(end, self.mark_at), 0)]
+        else:
+            trailer_end = self.trailer_end if self.trailer_end is not None else len(self.kept)
+            shift = trailer_end - self.mark_at  # program offsets after the trailer move back
+            pieces = [
+                (start, min(end, self.mark_at), 0),
+                (max(start, trailer_end), end, shift),
+            ]
+        count = 0
+        for low, high, moved in pieces:
+            low, high = low - moved, min(high - moved, self.cap)
+            count += max(0, high - low)
+        return count
+
     def program_output(self) -> bytes:
         """The program's own bytes kept on this stream, at most the cap."""
         kept = bytes(self.kept)
@@ -130,6 +152,9 @@ class Collected:
     measurement: Measurement | None
     artifacts: bytes | None  # a successful compile stage's tar, when it fit
     artifacts_over: bool  # a compile stage's files did not fit in their room
+    # The order the program's bytes arrived in, across the two streams: (stream, byte
+    # count) pieces that add up to `stdout` and `stderr` (what Piston calls `output`).
+    interleaving: tuple[tuple[int, int], ...] = ()
 
 
 class Capture:
@@ -152,6 +177,7 @@ class Capture:
         }
         self._compile_stage = compile_stage
         self.stalled = False  # a possible mark past the cap never went on: it was the program's
+        self._arrivals: list[tuple[int, int, int]] = []  # (stream, start, end) in its `kept`
 
     @property
     def _artifacts_mark(self) -> bytes:
@@ -159,8 +185,16 @@ class Capture:
 
     def feed(self, kind: int, data: bytes) -> None:
         stream = self.streams.get(kind)
-        if stream is not None:  # anything else is not an output stream: ignored
-            stream.feed(data)
+        if stream is None:  # anything else is not an output stream: ignored
+            return
+        start = len(stream.kept)
+        kept = stream.feed(data)
+        if kept:
+            last = self._arrivals[-1] if self._arrivals else None
+            if last is not None and last[0] == kind and last[2] == start:
+                self._arrivals[-1] = (kind, last[1], start + kept)
+            else:
+                self._arrivals.append((kind, start, start + kept))
 
     @property
     def over(self) -> bool:
@@ -203,8 +237,21 @@ class Capture:
         return Collected(
             stdout=stdout.program_output(),
             stderr=stderr.program_output(),
+            interleaving=self._interleaving(),
             truncated=stdout.over(final=True) or stderr.over(final=True),
             measurement=measurement,
             artifacts=artifacts,
             artifacts_over=self._artifacts_over,
         )
+
+    def _interleaving(self) -> tuple[tuple[int, int], ...]:
+        pieces: list[tuple[int, int]] = []
+        for kind, start, end in self._arrivals:
+            count = self.streams[kind].program_span(start, end)
+            if not count:
+                continue
+            if pieces and pieces[-1][0] == kind:
+                pieces[-1] = (kind, pieces[-1][1] + count)
+            else:
+                pieces.append((kind, count))
+        return tuple(pieces)

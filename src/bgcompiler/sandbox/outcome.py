@@ -69,4 +69,5 @@ def build_result(
         memory_kb=measured.maxrss_kb if measured else None,
         signal=measured.signal if measured else ("SIGKILL" if killed else None),
         artifacts=collected.artifacts if status is Status.OK else None,
+        interleaving=collected.interleaving,
     )
