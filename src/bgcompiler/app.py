@@ -15,6 +15,7 @@ from bgcompiler import __version__
 from bgcompiler.api.errors import RequestBodyLimit, install_error_handlers
 from bgcompiler.api.jobs_render import job_document
 from bgcompiler.api.jobs_routes import router as jobs_router
+from bgcompiler.api.piston_routes import router as piston_router
 from bgcompiler.api.routes import router
 from bgcompiler.api.v1_routes import router as v1_router
 from bgcompiler.errors import StartupError
@@ -147,5 +148,6 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(v1_router)
     app.include_router(jobs_router)
+    app.include_router(piston_router)
     app.add_middleware(RequestBodyLimit, limit=settings.max_body_bytes)
     return app

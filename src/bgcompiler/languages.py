@@ -11,6 +11,16 @@ from bgcompiler.errors import StartupError
 
 
 @dataclass(frozen=True, slots=True)
+class PistonName:
+    """How the Piston v2 API names a language (see languages.toml)."""
+
+    language: str
+    version: str  # exact semver
+    aliases: tuple[str, ...] = ()
+    runtime: str | None = None  # the package, when it provides several languages
+
+
+@dataclass(frozen=True, slots=True)
 class Language:
     name: str
     version: str
@@ -18,6 +28,7 @@ class Language:
     file: str
     run: str
     compile: str | None = None
+    piston: PistonName | None = None
 
 
 def load_languages(path: str | None = None) -> dict[str, Language]:
@@ -40,7 +51,21 @@ def load_languages(path: str | None = None) -> dict[str, Language]:
                 file=str(entry["file"]),
                 run=str(entry["run"]),
                 compile=str(entry["compile"]) if "compile" in entry else None,
+                piston=_piston(entry["piston"]) if "piston" in entry else None,
             )
         except (KeyError, TypeError) as exc:
             raise StartupError(f"language {name!r} in the registry lacks {exc}") from exc
     return languages
+
+
+def _piston(entry: dict[str, object]) -> PistonName:
+    aliases = entry.get("aliases", [])
+    if not isinstance(aliases, list):
+        raise TypeError("piston.aliases as a list")
+    runtime = entry.get("runtime")
+    return PistonName(
+        language=str(entry["language"]),
+        version=str(entry["version"]),
+        aliases=tuple(str(alias) for alias in aliases),
+        runtime=str(runtime) if runtime is not None else None,
+    )
