@@ -26,6 +26,15 @@ changed=$(python3 "$(dirname "$0")/register_runsc.py")
 
 engine_answers() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
+# A daemon left stopped (a fault test SIGSTOPs it and SIGCONTs it after; a test run killed in
+# between leaves it stopped, and every engine call then hangs): let it go on.
+for pid in $(pgrep -x dockerd); do
+  if [ "$(ps -o stat= -p "$pid" | cut -c1)" = T ]; then
+    log "dockerd ($pid) was stopped; continuing it"
+    kill -CONT "$pid"
+  fi
+done
+
 if engine_answers; then
   if [ "$changed" = changed ]; then
     log "runsc registered; asking the running daemon to reload its configuration"
