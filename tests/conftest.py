@@ -153,12 +153,16 @@ class Server:
         result: dict[str, Any] = response.json()[0]
         return result
 
-    def v1(self, **body: Any) -> dict[str, Any]:
-        """Posts a v1 request and returns its answer (asserting it succeeded)."""
-        response = self.client.post("/api/v1/runs", json=body)
+    def post_ok(self, path: str, **body: Any) -> dict[str, Any]:
+        """Posts `body` as JSON to `path` and returns the answer (asserting a 200)."""
+        response = self.client.post(path, json=body)
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()
         return result
+
+    def v1(self, **body: Any) -> dict[str, Any]:
+        """Posts a v1 request and returns its answer (asserting it succeeded)."""
+        return self.post_ok("/api/v1/runs", **body)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         """Stops it and returns its exit code. After a stop it had time to handle, no

@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+# A program's two output streams, numbered as the engine's attach protocol numbers them.
+STDOUT = 1
+STDERR = 2
+
 
 class Status(enum.StrEnum):
     """How a run ended, from most to least specific cause."""
@@ -77,16 +81,17 @@ class RunResult:
     memory_kb: int | None = None
     signal: str | None = None
     artifacts: bytes | None = None  # tar of the work directory, for a successful compile
-    # The order stdout's and stderr's bytes arrived in: (1 = stdout | 2 = stderr, count).
+    # The order stdout's and stderr's bytes arrived in: (STDOUT | STDERR, count).
     interleaving: tuple[tuple[int, int], ...] = ()
+    over_stream: int | None = None  # which stream passed its cap (STDOUT | STDERR)
 
     def output(self) -> bytes:
         """stdout and stderr as one, in the order their bytes arrived (stdout first, then
         stderr, when the order is not known)."""
         if not self.interleaving:
             return self.stdout + self.stderr
-        taken = {1: 0, 2: 0}
-        streams = {1: self.stdout, 2: self.stderr}
+        taken = {STDOUT: 0, STDERR: 0}
+        streams = {STDOUT: self.stdout, STDERR: self.stderr}
         parts = []
         for kind, count in self.interleaving:
             parts.append(streams[kind][taken[kind] : taken[kind] + count])

@@ -46,13 +46,6 @@ def is_interleaving(merged: str, first: str, second: str) -> bool:
     return (len(first), len(second)) in reachable
 
 
-def execute(server: Server, **body: Any) -> dict[str, Any]:
-    response = server.client.post("/api/v2/execute", json=body)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
 def test_runtimes_are_the_languages_whose_image_is_present(server: Server) -> None:
     """Each listed runtime's image is on the engine; python, c and c++ (built by setup) are
     listed with Piston's names, exact versions, aliases and, for gcc's, the runtime."""
@@ -125,8 +118,8 @@ def test_a_compiled_language_reports_both_stages_and_a_failed_compile_is_the_run
 ) -> None:
     """C: compile then run (exit 3: RE with isolate's message); a compile error: no run,
     and `run` is the compile stage, as Piston answers."""
-    built = execute(
-        server,
+    built = server.post_ok(
+        "/api/v2/execute",
         language="c",
         version="12",
         files=[{"name": "m.c", "content": "int main(void) { return 3; }"}],
@@ -135,8 +128,8 @@ def test_a_compiled_language_reports_both_stages_and_a_failed_compile_is_the_run
     assert (built["compile"]["status"], built["compile"]["code"]) == (None, 0)
     assert (built["run"]["status"], built["run"]["code"]) == ("RE", 3)
     assert built["run"]["message"] == "Exited with error status 3"
-    failed = execute(
-        server,
+    failed = server.post_ok(
+        "/api/v2/execute",
         language="c",
         version="*",
         files=[{"name": "m.c", "content": "int main(void) { retur 3; }"}],
@@ -149,8 +142,8 @@ def test_a_compiled_language_reports_both_stages_and_a_failed_compile_is_the_run
 def test_timeouts_and_output_caps_are_pistons_statuses(server: Server) -> None:
     """A run past run_timeout: TO, SIGKILL, no code. A flood on stdout: OL; on stderr: EL;
     each with Piston's message and SIGKILL."""
-    slept = execute(
-        server,
+    slept = server.post_ok(
+        "/api/v2/execute",
         language="sh",
         version="*",
         files=[{"content": "sleep 30"}],
@@ -162,7 +155,9 @@ def test_timeouts_and_output_caps_are_pistons_statuses(server: Server) -> None:
         ("yes", "OL", "stdout length exceeded"),
         ("yes >&2", "EL", "stderr length exceeded"),
     ):
-        flooded = execute(server, language="sh", version="*", files=[{"content": script}])["run"]
+        flooded = server.post_ok(
+            "/api/v2/execute", language="sh", version="*", files=[{"content": script}]
+        )["run"]
         assert (flooded["status"], flooded["message"], flooded["signal"]) == (
             status,
             message,

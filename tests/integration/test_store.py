@@ -142,3 +142,26 @@ async def test_pages_are_newest_first_with_no_job_twice(store: JobStore) -> None
             break
     assert seen == list(reversed(made))
     assert await store.count_queued_runs() == 10
+
+
+async def test_a_refused_write_in_a_batch_fails_alone_and_is_logged_once(store: JobStore) -> None:
+    """A batch with one write the database refuses: the others commit, only that one
+    fails, and the refusal is logged once (not once for the batch and once for itself)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.exc import IntegrityError
+    from structlog.testing import capture_logs
+
+    from bgcompiler.store.jobs import _Pending
+
+    def fine(connection: Connection) -> None:
+        connection.execute(text("SELECT 1"))
+
+    def refused(connection: Connection) -> None:
+        raise IntegrityError("INSERT INTO jobs", None, ValueError("duplicate key"))
+
+    batch = [_Pending(write, (), None) for write in (fine, refused, fine)]
+    with capture_logs() as logs:
+        errors = store._commit(batch)
+    assert [error is None for error in errors] == [True, False, True]
+    assert [entry["event"] for entry in logs] == ["the job store refused"]

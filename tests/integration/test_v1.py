@@ -22,17 +22,9 @@ SUM_C = (
 )
 
 
-def v1(server: Server, **body: Any) -> dict[str, Any]:
-    response = server.client.post("/api/v1/runs", json=body)
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
 def test_c_is_compiled_once_and_run_five_times(server: Server) -> None:
     """One compile result; five runs all execute the artefact that one compile produced."""
-    result = v1(
-        server,
+    result = server.v1(
         image="bgc/gcc:12",
         files=[{"name": "main.c", "content": SUM_C}],
         compile="gcc -O2 -o main main.c && head -c 16 /dev/urandom | od -An -tx1 > built",
@@ -53,7 +45,7 @@ def test_c_is_compiled_once_and_run_five_times(server: Server) -> None:
 
 def test_a_failing_compile_runs_nothing_and_returns_the_compilers_message(server: Server) -> None:
     """A compile error: its status and message come back, and no run happens."""
-    result = v1(server, language="c", script="int main(void) { return oops; }", count=3)
+    result = server.v1(language="c", script="int main(void) { return oops; }", count=3)
     assert result["compile"]["status"] == "runtime_error"
     assert result["compile"]["exit_code"] != 0
     assert "oops" in result["compile"]["stderr"]
@@ -68,7 +60,7 @@ def test_test_cases_get_verdicts_in_both_compare_modes(server: Server) -> None:
         {"stdin": "40 2", "expected_output": "41\n"},
     ]
     script = SUM_C.replace('"%ld\\n"', '"%ld  \\n\\n"')  # trailing spaces and a blank line
-    trim = v1(server, language="c", script=script, tests=tests, compare="trim", count=2)
+    trim = server.v1(language="c", script=script, tests=tests, compare="trim", count=2)
     assert [(r["test"], r["verdict"]) for r in trim["runs"]] == [
         (0, "accepted"),
         (0, "accepted"),
@@ -77,24 +69,21 @@ def test_test_cases_get_verdicts_in_both_compare_modes(server: Server) -> None:
     ]
     assert trim["summary"]["tests"] == 2
     assert trim["summary"]["accepted"] == 1
-    exact = v1(server, language="c", script=script, tests=tests, compare="exact")
+    exact = server.v1(language="c", script=script, tests=tests, compare="exact")
     assert [r["verdict"] for r in exact["runs"]] == ["wrong_answer", "wrong_answer"]
     assert exact["summary"]["accepted"] == 0
 
 
 def test_a_run_that_did_not_finish_ok_has_no_verdict(server: Server) -> None:
     """A crash is a status, not a wrong answer."""
-    result = v1(
-        server, language="sh", script="exit 3", tests=[{"stdin": "", "expected_output": ""}]
-    )
+    result = server.v1(language="sh", script="exit 3", tests=[{"stdin": "", "expected_output": ""}])
     assert result["runs"][0]["status"] == "runtime_error"
     assert result["runs"][0]["verdict"] is None
 
 
 def test_per_request_limits_are_reported(server: Server) -> None:
     """The limits applied are the request's, each below the server's maximum."""
-    result = v1(
-        server,
+    result = server.v1(
         language="sh",
         script="true",
         limits={"time_ms": 500, "memory_mb": 64, "output_kb": 2, "pids": 32, "cpus": 0.5},
@@ -111,7 +100,7 @@ def test_per_request_limits_are_reported(server: Server) -> None:
 
 def test_a_per_request_output_cap_cuts_there(server: Server) -> None:
     """output_kb 2: the run is cut at 2048 bytes and killed (output_limit)."""
-    run = v1(server, language="sh", script="yes | head -c 5000; sleep 5", limits={"output_kb": 2})
+    run = server.v1(language="sh", script="yes | head -c 5000; sleep 5", limits={"output_kb": 2})
     assert run["runs"][0]["status"] == "output_limit"
     assert len(run["runs"][0]["stdout"]) == 2048
 
@@ -119,7 +108,7 @@ def test_a_per_request_output_cap_cuts_there(server: Server) -> None:
 def test_a_per_request_time_limit_kills_there(server: Server) -> None:
     """time_ms 500: the program is killed at 500 ms by the helper (not at the server's 3 s):
     its own wall time is at least 500 ms and far below the server's limit."""
-    slow = v1(server, language="sh", script="exec sleep 5", limits={"time_ms": 500})
+    slow = server.v1(language="sh", script="exec sleep 5", limits={"time_ms": 500})
     run = slow["runs"][0]
     assert run["status"] == "timeout"
     assert run["signal"] == "SIGKILL"
@@ -132,9 +121,9 @@ ALLOCATE = "import sys\nblock = bytearray(int(sys.argv[1]) << 20)\nprint('alloca
 def test_a_per_request_memory_limit_kills_there(server: Server) -> None:
     """memory_mb 64: allocating 100 MB is a memory_limit; 32 MB (the control) is fine. The
     server's own limit (256 MB) would let both through."""
-    over = v1(server, language="python", script=ALLOCATE, args=["100"], limits={"memory_mb": 64})
+    over = server.v1(language="python", script=ALLOCATE, args=["100"], limits={"memory_mb": 64})
     assert over["runs"][0]["status"] == "memory_limit", over["runs"][0]
-    under = v1(server, language="python", script=ALLOCATE, args=["32"], limits={"memory_mb": 64})
+    under = server.v1(language="python", script=ALLOCATE, args=["32"], limits={"memory_mb": 64})
     assert under["runs"][0]["status"] == "ok", under["runs"][0]
     assert under["runs"][0]["stdout"] == "allocated\n"
 
@@ -157,9 +146,9 @@ FORK_MANY = (
 def test_a_per_request_pids_limit_caps_processes(server: Server) -> None:
     """pids 8: at most 8 processes (the helper, python and its children), so fewer than 8
     children; with the server's 64, all 40 are made."""
-    capped = v1(server, language="python", script=FORK_MANY, limits={"pids": 8})
+    capped = server.v1(language="python", script=FORK_MANY, limits={"pids": 8})
     assert int(capped["runs"][0]["stdout"]) < 8, capped["runs"][0]
-    free = v1(server, language="python", script=FORK_MANY)
+    free = server.v1(language="python", script=FORK_MANY)
     assert int(free["runs"][0]["stdout"]) == 40, free["runs"][0]
 
 
@@ -180,7 +169,7 @@ def test_a_per_request_cpu_cap_holds_the_program_to_its_share(server: Server) ->
     """cpus 0.5: a program spinning for 1.5 s runs in about half of its milliseconds, by
     its own clock (0.52 under runc and 0.57 under gVisor here, whose own threads share the
     cap; 1.0 without a cap on an idle machine)."""
-    capped = v1(server, language="python", script=SPIN, limits={"cpus": 0.5})
+    capped = server.v1(language="python", script=SPIN, limits={"cpus": 0.5})
     share = float(capped["runs"][0]["stdout"])
     assert share <= 0.75, share
 
@@ -203,8 +192,7 @@ def test_limits_above_the_servers_are_refused_by_name(
 def test_binary_files_stdin_and_output_round_trip_in_base64(server: Server) -> None:
     """Every byte value survives: base64 file in, base64 stdin in, base64 stdout out."""
     blob = bytes(range(256)) * 4
-    result = v1(
-        server,
+    result = server.v1(
         image="bgc/busybox:latest",
         run="cat data.bin; cat",
         files=[
@@ -218,14 +206,13 @@ def test_binary_files_stdin_and_output_round_trip_in_base64(server: Server) -> N
 
 def test_stdin_is_byte_exact(server: Server) -> None:
     """Unlike /compile, v1 adds no newline to stdin."""
-    result = v1(server, language="sh", script="wc -c", stdin="abc")
+    result = server.v1(language="sh", script="wc -c", stdin="abc")
     assert result["runs"][0]["stdout"].strip() == "3"
 
 
 def test_args_reach_the_program_verbatim(server: Server) -> None:
     """`args` are appended quoted: spaces and `$` arrive as given."""
-    result = v1(
-        server,
+    result = server.v1(
         image="bgc/busybox:latest",
         run="sh main",
         script='for a; do echo "[$a]"; done',
@@ -236,7 +223,7 @@ def test_args_reach_the_program_verbatim(server: Server) -> None:
 
 def test_summary_statistics_match_values_computed_here(server: Server) -> None:
     """min, median, mean, p95, max, stdev and cv agree with this test's own computation."""
-    result = v1(server, language="python", script="print(sum(range(10**5)))", count=6, warmup=1)
+    result = server.v1(language="python", script="print(sum(range(10**5)))", count=6, warmup=1)
     runs = result["runs"]
     assert len(runs) == 6
     summary = result["summary"]
@@ -267,7 +254,7 @@ def test_spread_runs_execute_at_the_same_time_and_sequential_ones_do_not(
     script = "import time\nprint(time.time())\ntime.sleep(1)\nprint(time.time())\n"
 
     def spans(sequential: bool) -> list[tuple[float, float]]:
-        result = v1(server, language="python", script=script, count=2, sequential=sequential)
+        result = server.v1(language="python", script=script, count=2, sequential=sequential)
         assert result["environment"]["sequential"] is sequential
         found = []
         for run in result["runs"]:
@@ -283,7 +270,7 @@ def test_spread_runs_execute_at_the_same_time_and_sequential_ones_do_not(
 
 def test_environment_names_image_runtime_and_language(server: Server) -> None:
     """Provenance: the image and its id, the runtime, the language."""
-    env = v1(server, language="python", script="pass")["environment"]
+    env = server.v1(language="python", script="pass")["environment"]
     assert env["image"] == "bgc/python:3"
     assert env["image_id"].startswith("sha256:")
     assert env["runtime"] == server.runtime
@@ -341,8 +328,7 @@ def test_runs_are_pinned_to_a_spare_cpu(tmp_path: Path, runtime: str) -> None:
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            result = v1(
-                service,
+            result = service.v1(
                 language="sh",
                 script="hostname; grep Cpus_allowed_list /proc/self/status; sleep 1",
             )
@@ -359,7 +345,7 @@ def test_runs_are_pinned_to_a_spare_cpu(tmp_path: Path, runtime: str) -> None:
         assert service.stop() == 0
     unpinned = launch(tmp_path / "b", "--workers", "1", "--no-pin-cpus", runtime=runtime)
     try:
-        assert v1(unpinned, language="sh", script="true")["environment"]["cpuset"] is None
+        assert unpinned.v1(language="sh", script="true")["environment"]["cpuset"] is None
     finally:
         assert unpinned.stop() == 0
 
@@ -367,8 +353,7 @@ def test_runs_are_pinned_to_a_spare_cpu(tmp_path: Path, runtime: str) -> None:
 def test_long_nested_and_executable_files_arrive_intact(server: Server) -> None:
     """Names past 100 bytes (ustar's prefix field), nested directories, modes, empty files."""
     long_name = "deep/" + "d" * 90 + "/" + "f" * 60 + ".txt"
-    result = v1(
-        server,
+    result = server.v1(
         image="bgc/busybox:latest",
         run="cat " + long_name + "; ./tool; wc -c < empty; ls -l tool | cut -c1-10",
         files=[
@@ -396,22 +381,22 @@ def test_long_nested_and_executable_files_arrive_intact(server: Server) -> None:
 )
 def test_commands_mean_what_they_mean_under_sh(server: Server, run: str, stdout: str) -> None:
     """Whichever way a command is started, it means what it means under /bin/sh -c."""
-    result = v1(server, image="bgc/busybox:latest", run=run, script="")
+    result = server.v1(image="bgc/busybox:latest", run=run, script="")
     assert result["runs"][0]["stdout"] == stdout
 
 
 def test_a_simple_command_is_executed_without_a_shell(server: Server) -> None:
     """`env` alone is exec'd directly: no shell ran, so none exported SHLVL into its
     environment. The same command through a pipe (shell syntax) shows the shell's SHLVL."""
-    direct = v1(server, image="bgc/busybox:latest", run="env", script="")["runs"][0]
-    shelled = v1(server, image="bgc/busybox:latest", run="env | cat", script="")["runs"][0]
+    direct = server.v1(image="bgc/busybox:latest", run="env", script="")["runs"][0]
+    shelled = server.v1(image="bgc/busybox:latest", run="env | cat", script="")["runs"][0]
     assert "SHLVL=" in shelled["stdout"], shelled  # the control: busybox sh exports it
     assert "SHLVL=" not in direct["stdout"], direct
 
 
 def test_a_missing_program_is_127_as_under_sh(server: Server) -> None:
     """A command that does not exist: exit 127 and the shell's message, exec'd directly or not."""
-    run = v1(server, image="bgc/busybox:latest", run="no-such-program arg", script="")["runs"][0]
+    run = server.v1(image="bgc/busybox:latest", run="no-such-program arg", script="")["runs"][0]
     assert run["exit_code"] == 127
     assert "no-such-program: not found" in run["stderr"]
     assert run["status"] == "runtime_error"
@@ -419,7 +404,7 @@ def test_a_missing_program_is_127_as_under_sh(server: Server) -> None:
 
 def test_a_compile_stage_that_times_out_runs_nothing(server: Server) -> None:
     """The compile stage has the time limit too: killed there, a timeout, and no run."""
-    result = v1(server, image="bgc/busybox:latest", script="", compile="sleep 60", run="true")
+    result = server.v1(image="bgc/busybox:latest", script="", compile="sleep 60", run="true")
     assert result["compile"]["status"] == "timeout"
     assert result["compile"]["timed_out"] is True
     assert result["runs"] == []
@@ -427,7 +412,7 @@ def test_a_compile_stage_that_times_out_runs_nothing(server: Server) -> None:
 
 def test_a_compile_stage_that_floods_is_cut_and_runs_nothing(server: Server) -> None:
     """A compile stage past the output cap: output_limit, its output cut at the cap."""
-    result = v1(server, image="bgc/busybox:latest", script="", compile="yes", run="true")
+    result = server.v1(image="bgc/busybox:latest", script="", compile="yes", run="true")
     assert result["compile"]["status"] == "output_limit"
     assert len(result["compile"]["stdout"]) == 30 * 1024
     assert result["runs"] == []
@@ -436,8 +421,7 @@ def test_a_compile_stage_that_floods_is_cut_and_runs_nothing(server: Server) -> 
 def test_only_regular_files_travel_from_a_compile_stage_to_its_runs(server: Server) -> None:
     """Links the compile stage made (to host paths, or hard links) are not handed on: the
     runs get regular files only."""
-    result = v1(
-        server,
+    result = server.v1(
         image="bgc/busybox:latest",
         script="",
         compile="echo data > file; ln -s /etc/passwd sym; ln -s .. up; ln file hard; mkdir d",
@@ -456,8 +440,7 @@ def test_compile_files_over_artifacts_are_refused_with_a_reason(tmp_path: Path) 
     names --artifacts, and no run (its own output is intact)."""
     service = launch(tmp_path, "--artifacts", "1", "--disk", "16")
     try:
-        result = v1(
-            service,
+        result = service.v1(
             image="bgc/busybox:latest",
             script="",
             compile="echo compiling; head -c 2000000 /dev/zero > big",
@@ -468,9 +451,7 @@ def test_compile_files_over_artifacts_are_refused_with_a_reason(tmp_path: Path) 
         assert result["compile"]["stdout"] == "compiling\n"
         assert result["compile"]["output_truncated"] is False
         assert result["runs"] == []
-        small = v1(
-            service, image="bgc/busybox:latest", script="", compile="echo x > f", run="cat f"
-        )
+        small = service.v1(image="bgc/busybox:latest", script="", compile="echo x > f", run="cat f")
         assert small["runs"][0]["stdout"] == "x\n"
     finally:
         assert service.stop() == 0

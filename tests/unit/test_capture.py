@@ -36,7 +36,15 @@ def test_one_byte_past_the_cap_is_over_on_either_stream(kind: int, extra: int) -
     assert not capture.pending
     collected = capture.collected()
     assert collected.truncated
+    assert collected.over_stream == kind
     assert (collected.stdout if kind == STDOUT else collected.stderr) == b"a" * CAP
+
+
+def test_the_stream_over_the_cap_is_named_even_when_the_other_is_as_long() -> None:
+    """stdout at the cap exactly, stderr one byte past it: stderr is the one over."""
+    collected = fed((STDOUT, b"o" * CAP), (STDERR, b"e" * (CAP + 1))).collected()
+    assert (collected.stdout, collected.stderr) == (b"o" * CAP, b"e" * CAP)
+    assert collected.over_stream == STDERR
 
 
 @pytest.mark.parametrize("kind", [STDOUT, STDERR])

@@ -3,17 +3,27 @@ stdin, args and limits become the plan, and the stage documents of each status."
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from bgcompiler.api.piston_plan import _lenient_base64, _lenient_hex, build_plan, find_runtime
+from bgcompiler.api.piston_plan import (
+    PistonRuntime,
+    _lenient_base64,
+    _lenient_hex,
+    build_plan,
+    check_body,
+    find_runtime,
+)
 from bgcompiler.api.piston_plan import runtimes as piston_runtimes
 from bgcompiler.api.piston_render import stage
+from bgcompiler.core.plan import Plan
 from bgcompiler.errors import InvalidRequest
 from bgcompiler.languages import Language, PistonName, load_languages
-from bgcompiler.models import RunResult, Status
+from bgcompiler.models import STDERR, STDOUT, RunResult, Status
 from bgcompiler.sandbox.fake import FakeSandbox
 from bgcompiler.scheduler import Scheduler
 from bgcompiler.services import Services
@@ -72,10 +82,9 @@ def test_the_plan_is_pistons_job() -> None:
     `file<i>.code`; stdin gets a final newline; args are quoted; run_timeout and memory
     become the run's limits, 0 meaning the server's maximum."""
     svc = services()
-    (python,) = (
-        r for r in piston_runtimes(list(svc.languages.values())) if r.name.language == "python"
-    )
     body = {
+        "language": "py",
+        "version": "3",
         "files": [
             {
                 "name": "data.bin",
@@ -90,7 +99,7 @@ def test_the_plan_is_pistons_job() -> None:
         "run_memory_limit": 64 * 2**20,
         "compile_timeout": 0,
     }
-    plan = build_plan(svc, body, python)
+    plan = planned(svc, body)
     run = plan.run
     assert [(f.name, f.content) for f in run.files] == [
         ("data.bin", b"\x00\x01"),
@@ -100,18 +109,46 @@ def test_the_plan_is_pistons_job() -> None:
     assert run.stdin == b"x\n"
     assert (run.limits.timeout_s, run.limits.memory_mb) == (1.5, 64)
     assert plan.compile is None
-    defaults = build_plan(svc, {"files": [{"content": "1"}]}, python).run
+    python = {"language": "python", "version": "*"}
+    defaults = planned(svc, {**python, "files": [{"content": "1"}]}).run
     assert (defaults.limits.timeout_s, defaults.limits.memory_mb, defaults.stdin) == (
         3.0,
         256,
         b"\n",
     )
-    assert (
-        build_plan(
-            svc, {"files": [{"content": "1"}], "run_timeout": 0}, python
-        ).run.limits.timeout_s
-        == 10
-    )
+    unlimited = planned(svc, {**python, "files": [{"content": "1"}], "run_timeout": 0})
+    assert unlimited.run.limits.timeout_s == 10
+
+
+def planned(svc: Services, body: dict[str, Any]) -> Plan:
+    """The plan of a body that passes the checks, every image taken as present."""
+
+    async def present(runtime: PistonRuntime) -> bool:
+        return True
+
+    return build_plan(svc, asyncio.run(check_body(svc, body, present)))
+
+
+def test_only_the_runtimes_the_range_selects_are_looked_for_the_highest_present_first() -> None:
+    """No image but the candidates' is checked; a candidate whose image is missing is
+    passed over, and with none present the runtime is unknown (Piston's message)."""
+    svc = services()
+    asked: list[str] = []
+
+    def present_except(missing: set[str]) -> Callable[[PistonRuntime], Awaitable[bool]]:
+        async def present(runtime: PistonRuntime) -> bool:
+            asked.append(runtime.name.language)
+            return runtime.name.language not in missing
+
+        return present
+
+    body = {"language": "cpp", "version": "*", "files": [{"content": "int main(){}"}]}
+    checked = asyncio.run(check_body(svc, body, present_except(set())))
+    assert (checked.runtime.name.language, asked) == ("c++", ["c++"])
+    asked.clear()
+    with pytest.raises(InvalidRequest, match=r"^cpp-\* runtime is unknown$"):
+        asyncio.run(check_body(svc, body, present_except({"c++"})))
+    assert asked == ["c++"]
 
 
 @pytest.mark.parametrize(
@@ -135,11 +172,23 @@ def test_the_plan_is_pistons_job() -> None:
             ("SG", "Caught fatal signal 9", None, "SIGKILL"),
         ),
         (
-            RunResult(Status.OUTPUT_LIMIT, stdout=b"y" * 8, output_truncated=True),
+            RunResult(
+                Status.OUTPUT_LIMIT,
+                stdout=b"y" * 8,
+                stderr=b"e" * 9,
+                output_truncated=True,
+                over_stream=STDOUT,
+            ),
             ("OL", "stdout length exceeded", None, "SIGKILL"),
         ),
         (
-            RunResult(Status.OUTPUT_LIMIT, stderr=b"y" * 8, output_truncated=True),
+            RunResult(
+                Status.OUTPUT_LIMIT,
+                stdout=b"o" * 8,
+                stderr=b"y" * 8,
+                output_truncated=True,
+                over_stream=STDERR,
+            ),
             ("EL", "stderr length exceeded", None, "SIGKILL"),
         ),
         (RunResult.internal("the engine went away"), ("XX", "the engine went away", None, None)),

@@ -14,7 +14,7 @@ import binascii
 import dataclasses
 import math
 import shlex
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,17 +63,36 @@ def runtimes(languages: Sequence[Language]) -> list[PistonRuntime]:
     return [PistonRuntime(lang, lang.piston) for lang in languages if lang.piston is not None]
 
 
-def find_runtime(installed: Sequence[PistonRuntime], language: str, version: str) -> PistonRuntime:
-    """Piston's lookup: by name or alias, the highest version that satisfies the range."""
+@dataclass(frozen=True, slots=True)
+class CheckedBody:
+    """An execute body that passed Piston's checks: its runtime, and the limits it was
+    checked against (Piston's configured ones, here at most the server's)."""
+
+    body: dict[str, Any]
+    runtime: PistonRuntime
+    configured: dict[str, float]
+
+
+def matching_runtimes(
+    known: Sequence[PistonRuntime], language: str, version: str
+) -> list[PistonRuntime]:
+    """Piston's lookup: by name or alias, the versions that satisfy the range, highest
+    first (Piston runs the highest)."""
     matching = [
         runtime
-        for runtime in installed
+        for runtime in known
         if language in (runtime.name.language, *runtime.name.aliases)
         and _satisfies(runtime.name.version, version)
     ]
+    return sorted(matching, key=lambda runtime: _version_key(runtime.name.version), reverse=True)
+
+
+def find_runtime(known: Sequence[PistonRuntime], language: str, version: str) -> PistonRuntime:
+    """The runtime Piston would run among `known`, or its refusal."""
+    matching = matching_runtimes(known, language, version)
     if not matching:
         raise InvalidRequest(f"{language}-{version} runtime is unknown", "version")
-    return max(matching, key=lambda runtime: _version_key(runtime.name.version))
+    return matching[0]
 
 
 def limits_of(server: Limits) -> dict[str, float]:
@@ -85,9 +104,12 @@ def limits_of(server: Limits) -> dict[str, float]:
     }
 
 
-def check_body(svc: Services, body: Any, installed: Sequence[PistonRuntime]) -> PistonRuntime:
-    """Checks the body as Piston does; returns the runtime it asks for (the plan is built
-    by `build_plan` once this has passed)."""
+async def check_body(
+    svc: Services, body: Any, present: Callable[[PistonRuntime], Awaitable[bool]]
+) -> CheckedBody:
+    """Checks the body as Piston does, against the runtimes that are `present` (only the
+    candidates the range selects are asked about); the plan is built from what it returns
+    by `build_plan`."""
     if not isinstance(body, dict):
         body = {}
     language, version, files = body.get("language"), body.get("version"), body.get("files")
@@ -104,7 +126,14 @@ def check_body(svc: Services, body: Any, installed: Sequence[PistonRuntime]) -> 
             raise InvalidRequest(f"files[{index}].content is required as a string", "files")
         if not isinstance(file.get("content"), str):
             raise InvalidRequest(f"files[{index}].content is required as a string", "files")
-    runtime = find_runtime(installed, language, version)
+    known = runtimes(list(svc.languages.values()))
+    runtime = None
+    for candidate in matching_runtimes(known, language, version):
+        if await present(candidate):
+            runtime = candidate
+            break
+    if runtime is None:
+        raise InvalidRequest(f"{language}-{version} runtime is unknown", "version")
     if not any(not file.get("encoding") or file.get("encoding") == "utf8" for file in files):
         raise InvalidRequest("files must include at least one utf8 encoded file", "files")
     configured = limits_of(svc.default_limits)
@@ -131,12 +160,13 @@ def check_body(svc: Services, body: Any, installed: Sequence[PistonRuntime]) -> 
         not isinstance(args, list) or not all(isinstance(arg, str) for arg in args)
     ):
         raise InvalidRequest("args must be an array of strings", "args")
-    return runtime
+    return CheckedBody(body, runtime, configured)
 
 
-def build_plan(svc: Services, body: dict[str, Any], runtime: PistonRuntime) -> Plan:
-    """The plan of a body `piston_plan` accepted: one compile (if the language has one) and
+def build_plan(svc: Services, checked: CheckedBody) -> Plan:
+    """The plan of a body `check_body` accepted: one compile (if the language has one) and
     one run, as Piston does them."""
+    body, runtime = checked.body, checked.runtime
     files = tuple(_file(index, file) for index, file in enumerate(body["files"]))
     # The first utf8 file is the program (Piston: code_files[0]); others go along.
     entry_index = next(
@@ -156,7 +186,7 @@ def build_plan(svc: Services, body: dict[str, Any], runtime: PistonRuntime) -> P
         command=run_command,
         files=files,
         stdin=stdin.encode("utf-8"),
-        limits=_limits(body, "run", server),
+        limits=_limits(body, "run", server, checked.configured),
         runtime=svc.settings.runtime_name,
         quiet=True,
     )
@@ -166,18 +196,19 @@ def build_plan(svc: Services, body: dict[str, Any], runtime: PistonRuntime) -> P
             run,
             command=language.compile.replace("{file}", shlex.quote(entry)),
             stdin=b"",
-            limits=_limits(body, "compile", server),
+            limits=_limits(body, "compile", server, checked.configured),
             artifacts=True,
             quiet=False,
         )
     return Plan(run=run, compile=compile_spec, language=language.name)
 
 
-def _limits(body: dict[str, Any], stage: str, server: Limits) -> Limits:
+def _limits(
+    body: dict[str, Any], stage: str, server: Limits, configured: dict[str, float]
+) -> Limits:
     """A stage's limits: Piston's values where given (0: none, so the server's maximum),
     otherwise its defaults, all at most the server's. CPU time is not limited apart from
     the wall time (docs/compatibility.md)."""
-    configured = limits_of(server)
     asked = body.get(f"{stage}_timeout")
     if asked is None:
         timeout_ms = configured[f"{stage}_timeout"]

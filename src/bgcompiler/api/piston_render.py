@@ -8,7 +8,7 @@ from typing import Any
 
 from bgcompiler.api.piston_plan import PistonRuntime
 from bgcompiler.core.outcome import Outcome
-from bgcompiler.models import RunResult, Status
+from bgcompiler.models import STDERR, RunResult, Status
 
 
 def piston_document(runtime: PistonRuntime, outcome: Outcome) -> dict[str, Any]:
@@ -58,16 +58,9 @@ def _status(result: RunResult) -> tuple[str | None, str | None]:
         case Status.TIMEOUT:
             return "TO", "Time limit exceeded (wall clock)"
         case Status.OUTPUT_LIMIT:
-            # The stream that filled up passed its cap (each is cut at the cap).
-            stderr_full = len(result.stderr) > len(result.stdout)
-            return (
-                ("EL", "stderr length exceeded")
-                if stderr_full
-                else (
-                    "OL",
-                    "stdout length exceeded",
-                )
-            )
+            if result.over_stream == STDERR:
+                return "EL", "stderr length exceeded"
+            return "OL", "stdout length exceeded"
         case Status.MEMORY_LIMIT:
             return "SG", f"Caught fatal signal {signal.SIGKILL.value}"
         case Status.RUNTIME_ERROR:

@@ -120,25 +120,30 @@ async def piston_execute(request: Request) -> JSONResponse:
     except (ValueError, UnicodeDecodeError) as exc:
         return JSONResponse({"message": f"the body is not JSON: {exc}"}, status_code=400)
     try:
-        runtime = check_body(svc, body, await _installed(svc))
-        plan = build_plan(svc, body, runtime)
+        checked = await check_body(svc, body, lambda runtime: _present(svc, runtime))
+        plan = build_plan(svc, checked)
         svc.scheduler.check_room(plan.total_runs)
         outcome = await outcome_of(request, svc.scheduler, Job(uuid.uuid4().hex, plan))
     except BgcError as exc:
         return _refusal(exc)
-    return JSONResponse(piston_document(runtime, outcome))
+    return JSONResponse(piston_document(checked.runtime, outcome))
 
 
 async def _installed(svc: Services) -> list[PistonRuntime]:
     """The runtimes whose image is present (the engine remembers; checks are cached)."""
-    present = []
-    for runtime in runtimes(list(svc.languages.values())):
-        try:
-            await svc.sandbox.check_image(runtime.language.image)
-        except ImageNotFound:
-            continue
-        present.append(runtime)
-    return present
+    return [
+        runtime
+        for runtime in runtimes(list(svc.languages.values()))
+        if await _present(svc, runtime)
+    ]
+
+
+async def _present(svc: Services, runtime: PistonRuntime) -> bool:
+    try:
+        await svc.sandbox.check_image(runtime.language.image)
+    except ImageNotFound:
+        return False
+    return True
 
 
 def _refusal(exc: BgcError) -> JSONResponse:

@@ -12,9 +12,9 @@ import struct
 from types import TracebackType
 
 from bgcompiler.errors import EngineUnavailable, SandboxError
+from bgcompiler.models import STDERR, STDOUT
 
-STDOUT = 1
-STDERR = 2
+__all__ = ["STDERR", "STDOUT", "AttachedStream"]
 _HEADER = struct.Struct(">BxxxL")
 _MAX_RESPONSE_HEAD = 64 * 1024
 

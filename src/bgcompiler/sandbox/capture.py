@@ -155,6 +155,7 @@ class Collected:
     # The order the program's bytes arrived in, across the two streams: (stream, byte
     # count) pieces that add up to `stdout` and `stderr` (what Piston calls `output`).
     interleaving: tuple[tuple[int, int], ...] = ()
+    over_stream: int | None = None  # the stream that passed the cap (STDOUT or STDERR)
 
 
 class Capture:
@@ -234,11 +235,15 @@ class Capture:
             after = bytes(stdout.kept[stdout.mark_at + len(stdout.mark) :])
             if after.startswith(self._artifacts_mark):
                 artifacts = after[len(self._artifacts_mark) :]
+        over_stream = next(
+            (kind for kind, stream in self.streams.items() if stream.over(final=True)), None
+        )
         return Collected(
             stdout=stdout.program_output(),
             stderr=stderr.program_output(),
             interleaving=self._interleaving(),
-            truncated=stdout.over(final=True) or stderr.over(final=True),
+            truncated=over_stream is not None,
+            over_stream=over_stream,
             measurement=measurement,
             artifacts=artifacts,
             artifacts_over=self._artifacts_over,

@@ -70,4 +70,5 @@ def build_result(
         signal=measured.signal if measured else ("SIGKILL" if killed else None),
         artifacts=collected.artifacts if status is Status.OK else None,
         interleaving=collected.interleaving,
+        over_stream=collected.over_stream,
     )

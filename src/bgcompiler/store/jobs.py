@@ -477,13 +477,16 @@ class JobStore:
         """Commits the batch; each write's error, if any. A batch that fails is tried again
         a write at a time, so that one refused write (a job whose insert failed, and the
         writes that followed it) does not take the others down with it."""
+        alone = len(batch) == 1
         try:
-            with _translated(), self._engine.begin() as connection:
+            # A refused batch is not logged: its writes are tried again one at a time, and
+            # the write that is refused then is the one logged.
+            with _translated(log_refusal=alone), self._engine.begin() as connection:
                 for pending in batch:
                     pending.write(connection)
             return [None] * len(batch)
         except StoreUnavailable as exc:
-            if len(batch) == 1 or isinstance(exc, _StoreDown):
+            if alone or isinstance(exc, _StoreDown):
                 return [exc] * len(batch)
         errors: list[StoreUnavailable | None] = []
         for pending in batch:
@@ -520,7 +523,7 @@ class JobStore:
 
 
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
+def _translated(*, log_refusal: bool = True) -> Iterator[None]:
     """The one place the store's foreign errors become ours."""
     try:
         yield
@@ -528,7 +531,8 @@ def _translated() -> Iterator[None]:
         log.error("the job store does not answer", error=str(exc))
         raise _StoreDown(f"the job store is not available: {exc}") from exc
     except SQLAlchemyError as exc:
-        log.error("the job store refused", error=str(exc))
+        if log_refusal:
+            log.error("the job store refused", error=str(exc))
         raise StoreUnavailable(f"the job store is not available: {exc}") from exc
 
 
