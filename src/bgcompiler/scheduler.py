@@ -28,6 +28,7 @@ from bgcompiler.core.plan import Plan
 from bgcompiler.errors import Busy, ShuttingDown
 from bgcompiler.models import RunResult, RunSpec
 from bgcompiler.sandbox.base import Sandbox
+from bgcompiler.sandbox.live import Live
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +43,13 @@ async def _nowhere(_: Event) -> None:
 
 @dataclass(eq=False)
 class Job:
-    """A plan to execute, and where its events go as they happen."""
+    """A plan to execute, and where its events go as they happen. A `live` job's runs are
+    interactive: their input, signals and output go through it as they happen."""
 
     id: str
     plan: Plan
     sink: EventSink = _nowhere
+    live: Live | None = None
     outcome: asyncio.Future[Outcome] = field(init=False)
     not_started: int = field(init=False)
     task: asyncio.Task[None] | None = field(default=None, init=False)
@@ -237,7 +240,10 @@ class Scheduler:
         started = loop.time()
         if cpuset is not None:
             spec = dataclasses.replace(spec, cpuset=cpuset)
-        result = await self._sandbox.run(spec)
+        if job.live is not None:
+            result = await self._sandbox.run_live(spec, job.live)
+        else:
+            result = await self._sandbox.run(spec)
         self._mean_run_s += 0.1 * ((loop.time() - started) - self._mean_run_s)
         return result
 

@@ -64,6 +64,16 @@ class AttachedStream:
             # The container is gone or closed its stdin: nothing more to deliver.
             return
 
+    async def send(self, data: bytes) -> bool:
+        """Writes `data` to the container's stdin, leaving it open (an interactive run).
+        False once the container is gone or closed its stdin."""
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (OSError, RuntimeError):
+            return False
+        return True
+
     async def read_frame(self) -> tuple[int, bytes] | None:
         """The next (stream, bytes) frame, or None once the container's output has ended.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from bgcompiler.models import RunResult, RunSpec
+from bgcompiler.sandbox.live import Live
 
 
 class Sandbox(Protocol):
@@ -32,3 +33,7 @@ class Sandbox(Protocol):
 
     async def run(self, spec: RunSpec) -> RunResult:
         """Runs the spec once, in a container nobody else has used and nobody will reuse."""
+
+    async def run_live(self, spec: RunSpec, live: Live) -> RunResult:
+        """Runs the spec once as `run` does, its input and signals coming from `live` and
+        its output going to it as it arrives (all of it before this returns)."""

@@ -11,6 +11,9 @@ at that very byte, on either stream. Only bytes that could still be the start of
 (`pending`) get a moment's grace: the helper writes each mark in one write, so the rest of
 a real mark follows at once.
 
+An interactive run takes the program's bytes as they become certain (`fresh`): all but an
+end that could still begin the mark, and never past the cap.
+
 Nothing is ever refused: past its room a stream's bytes are counted and dropped. So the
 connection can be read to its end after a kill, which the engine needs (a container's exit
 waits until its output has been delivered to every attached client).
@@ -49,6 +52,7 @@ class StreamCapture:
     dropped: int = 0
     mark_at: int | None = None  # where the helper's mark begins, once seen whole
     trailer_end: int | None = None  # where the trailer ends (None: not yet, or never)
+    taken: int = 0  # how many of the program's bytes `fresh` has handed out
 
     def feed(self, data: bytes) -> int:
         """Takes a frame's bytes; returns how many of them were kept."""
@@ -134,6 +138,21 @@ class StreamCapture:
         end = self.trailer_end if self.trailer_end is not None else len(kept)
         return (kept[: self.mark_at] + kept[end:])[: self.cap]
 
+    def fresh(self, *, final: bool) -> bytes:
+        """The program's bytes (at most the cap in all) not handed out before: those known
+        to be the program's so far, or, once the run is over (`final`), all of them."""
+        if self.mark_at is None:
+            known = len(self.kept) - (0 if final else self.partial_mark())
+            end = min(self.cap, known)
+            start, self.taken = self.taken, max(self.taken, end)
+            return bytes(self.kept[start:end])
+        # Past the mark: what program_output gives, from where the last call stopped.
+        output = self.program_output()
+        if not final and self.trailer is not Trailer.ARTIFACTS and self.trailer_end is None:
+            output = output[: self.mark_at]  # the trailer's end is not in yet
+        start, self.taken = self.taken, max(self.taken, len(output))
+        return output[start:]
+
     def trailer_bytes(self) -> bytes:
         """The helper's trailer (mark included), as far as it was kept."""
         if self.mark_at is None:
@@ -196,6 +215,16 @@ class Capture:
                 self._arrivals[-1] = (kind, last[1], start + kept)
             else:
                 self._arrivals.append((kind, start, start + kept))
+
+    def fresh(self, *, final: bool = False) -> list[tuple[int, bytes]]:
+        """The program's bytes that arrived since the last call, by stream (see
+        StreamCapture.fresh); `final` once nothing more will arrive."""
+        taken = []
+        for kind, stream in self.streams.items():
+            data = stream.fresh(final=final)
+            if data:
+                taken.append((kind, data))
+        return taken
 
     @property
     def over(self) -> bool:

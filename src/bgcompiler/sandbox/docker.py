@@ -16,6 +16,7 @@ from bgcompiler.sandbox.attach import AttachedStream
 from bgcompiler.sandbox.capture import Capture
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
+from bgcompiler.sandbox.live import Live
 from bgcompiler.sandbox.measure import new_nonce
 from bgcompiler.sandbox.monitor import ContainerWatch, EngineMonitor
 from bgcompiler.sandbox.outcome import Ending, EngineState, build_result
@@ -213,17 +214,24 @@ class DockerSandbox:
     async def run(self, spec: RunSpec) -> RunResult:
         return await self._run(spec, warm=self._pool is not None)
 
-    async def _run(self, spec: RunSpec, *, warm: bool) -> RunResult:
+    async def run_live(self, spec: RunSpec, live: Live) -> RunResult:
+        """An interactive run: input and signals from `live` as they come, output to it as
+        it arrives. A compile stage's command differs when its input is live, so only a
+        run may take a warm container."""
+        warm = self._pool is not None and not spec.artifacts
+        return await self._run(spec, warm=warm, live=live)
+
+    async def _run(self, spec: RunSpec, *, warm: bool, live: Live | None = None) -> RunResult:
         started = self._pool.take(spec) if warm and self._pool is not None else None
         container_id = started.container_id if started else None
         try:
             if started is None:  # nothing warm for this spec: start one now
-                started = await self._launch(spec)
+                started = await self._launch(spec, live=live is not None)
                 container_id = started.container_id
             if spec.quiet:
                 await self._settle()
             with contextlib.closing(started.stream):
-                result, verify = await self._execute(started, spec)
+                result, verify = await self._execute(started, spec, live)
             interrupted = False
             if verify is Verify.AFTER_DIE:
                 interrupted = await self._monitor.interrupted(started.watch)
@@ -248,14 +256,14 @@ class DockerSandbox:
 
     # --- one run ---------------------------------------------------------------------------
 
-    async def _launch(self, spec: RunSpec) -> Started:
+    async def _launch(self, spec: RunSpec, *, live: bool = False) -> Started:
         """Creates, attaches (before start, so no output is missed) and starts a container.
 
         Cancelled at any point (a client gone, a shutdown), it leaves nothing behind: a
         create the engine is already carrying out is let finish, and its container removed.
         """
         creating = asyncio.ensure_future(
-            self._engine.create(container_config(spec, self._lease.labels, self._helper))
+            self._engine.create(container_config(spec, self._lease.labels, self._helper, live=live))
         )
         self._creating.add(creating)
         creating.add_done_callback(self._creating.discard)
@@ -300,23 +308,33 @@ class DockerSandbox:
         self._monitor.forget(started.container_id)
         self._remove_later(started.container_id)
 
-    async def _execute(self, started: Started, spec: RunSpec) -> tuple[RunResult, Verify]:
+    async def _execute(
+        self, started: Started, spec: RunSpec, live: Live | None = None
+    ) -> tuple[RunResult, Verify]:
         """Runs the spec in a started container. Returns the result, and what is still to be
         checked to know it is the program's own (nothing, when the helper saw the program
-        exit cleanly by itself and nothing touched the container)."""
+        exit cleanly by itself and nothing touched the container). With `live`, the
+        program's input comes from it and its output goes to it as it arrives, every byte
+        of it before this returns."""
         container_id, stream, watch = started.container_id, started.stream, started.watch
         loop = asyncio.get_running_loop()
         nonce = new_nonce()
         artifact_bytes = self._artifact_bytes if spec.artifacts else None
         capture = Capture(spec.limits.output_bytes, nonce, artifact_bytes=artifact_bytes)
-        payload = build_payload(spec.files, spec.stdin, nonce, spec.command)
+        payload = build_payload(
+            spec.files, None if live is not None else spec.stdin, nonce, spec.command
+        )
         begun = loop.time()
-        feeder = asyncio.create_task(stream.send_stdin(payload))
+        if live is None:
+            feeder = asyncio.create_task(stream.send_stdin(payload))
+        else:
+            live.begin()
+            feeder = asyncio.create_task(live.feed(stream, payload, takes_stdin=not spec.artifacts))
         try:
             # The helper enforces the time limit itself, and reports; this deadline is the
             # backstop for a run that keeps its container alive past the helper.
             deadline = begun + spec.limits.timeout_s + HELPER_GRACE_S
-            ending = await _collect(stream, capture, deadline=deadline)
+            ending = await _collect(stream, capture, deadline=deadline, live=live)
             finished = loop.time()
             patience = loop.time() + EXIT_PATIENCE_S
             if ending is not Ending.ENDED:
@@ -324,9 +342,14 @@ class DockerSandbox:
                 await self._kill_draining(container_id, stream, capture, until=patience)
         finally:
             feeder.cancel()
+            if live is not None:
+                live.end()
             # Before asking the engine anything more: it cannot finish a container's exit
             # while a flood of its output waits for a reader that stopped reading.
             stream.close()
+        if live is not None:  # what was held back as a possible mark was the program's
+            for kind, data in capture.fresh(final=True):
+                live.output(kind, data)
 
         collected = capture.collected()
         measured = collected.measurement
@@ -425,10 +448,13 @@ class DockerSandbox:
             await asyncio.sleep(0.5 * (unanswered + 1))
 
 
-async def _collect(stream: AttachedStream, capture: Capture, *, deadline: float) -> Ending:
+async def _collect(
+    stream: AttachedStream, capture: Capture, *, deadline: float, live: Live | None = None
+) -> Ending:
     """Reads frames until the output ends, the program passes a cap, or the deadline (in
     the loop's time). A possible mark past the cap that goes no further within
-    PARTIAL_MARK_WAIT_S was the program's: it is over the cap."""
+    PARTIAL_MARK_WAIT_S was the program's: it is over the cap. With `live`, the program's
+    bytes of each frame go to it at once (those past the cap never)."""
     loop = asyncio.get_running_loop()
     while True:
         until = deadline
@@ -445,6 +471,9 @@ async def _collect(stream: AttachedStream, capture: Capture, *, deadline: float)
         if frame is None:
             return Ending.ENDED
         capture.feed(*frame)
+        if live is not None:
+            for kind, data in capture.fresh():
+                live.output(kind, data)
         if capture.over:
             return Ending.OVER
         if capture.complete:

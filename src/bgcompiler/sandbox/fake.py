@@ -13,7 +13,8 @@ import io
 import tarfile
 
 from bgcompiler.errors import EngineUnavailable, ImageNotFound
-from bgcompiler.models import RunResult, RunSpec, SandboxFile, classify
+from bgcompiler.models import STDOUT, RunResult, RunSpec, SandboxFile, classify
+from bgcompiler.sandbox.live import Live
 
 
 class FakeSandbox:
@@ -91,6 +92,17 @@ class FakeSandbox:
             duration_ms=1,
             artifacts=artifacts,
         )
+
+    async def run_live(self, spec: RunSpec, live: Live) -> RunResult:
+        """As `run`; its output goes to `live` at the end, in one piece (no input)."""
+        live.begin()
+        try:
+            result = await self.run(spec)
+        finally:
+            live.end()
+        if result.stdout:
+            live.output(STDOUT, result.stdout)
+        return result
 
 
 def _tar(files: tuple[SandboxFile, ...]) -> bytes:

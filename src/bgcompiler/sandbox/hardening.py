@@ -32,11 +32,14 @@ def _tmpfs_options(size_mb: int) -> str:
     )
 
 
-def container_config(spec: RunSpec, labels: dict[str, str], helper: str) -> dict[str, Any]:
+def container_config(
+    spec: RunSpec, labels: dict[str, str], helper: str, *, live: bool = False
+) -> dict[str, Any]:
     """The Engine API body of `POST /containers/create` for one run of `spec`.
 
     `helper` is the host path of the bgc-run binary, mounted read-only: it is ours, not
-    something a run could have made or changed.
+    something a run could have made or changed. `live`: an interactive run (its input
+    follows the archive), which changes the command of a compile stage only.
     """
     limits = spec.limits
     memory = limits.memory_mb * 1024 * 1024
@@ -81,7 +84,9 @@ def container_config(spec: RunSpec, labels: dict[str, str], helper: str) -> dict
         host_config["Runtime"] = spec.runtime
     return {
         "Image": spec.image,
-        "Cmd": bootstrap_command(round(limits.timeout_s * 1000), artifacts=spec.artifacts),
+        "Cmd": bootstrap_command(
+            round(limits.timeout_s * 1000), artifacts=spec.artifacts, live=live
+        ),
         "Entrypoint": [],
         "WorkingDir": WORKDIR,
         "User": f"{SANDBOX_UID}:{SANDBOX_UID}",

@@ -6,11 +6,16 @@ the sandbox, by the sandboxed user, into its own tmpfs. There is no host path th
 sandboxed code could turn into a symlink (the Judge0 escapes). Standard input travels in
 the same archive and is handed to the program as an already-unlinked file, so a program
 reading to end of input always sees the end.
+
+An interactive run's archive has no stdin file: it carries `.bgc-live` instead, and its
+standard input then follows the archive as frames (`stdin_frame`, `eof_frame`,
+`signal_frame`), which the helper passes on to the program (helper/bgc-run.c).
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
 import time
 from collections.abc import Iterable
@@ -22,7 +27,12 @@ from bgcompiler.sandbox.measure import HELPER_IN_CONTAINER, NONCE_NAME
 WORKDIR = "/bg"
 STDIN_NAME = ".bgc-stdin"
 COMMAND_NAME = ".bgc-cmd"
-RESERVED_NAMES = (STDIN_NAME, NONCE_NAME, COMMAND_NAME)
+LIVE_NAME = ".bgc-live"
+RESERVED_NAMES = (STDIN_NAME, NONCE_NAME, COMMAND_NAME, LIVE_NAME)
+# The helper reads an interactive run's archive up to a whole number of these records, as
+# tarfile pads it (RECORD_BYTES in the helper): what follows is frames.
+RECORD_BYTES = tarfile.RECORDSIZE
+_FRAME_HEAD = struct.Struct(">cL")
 MAX_NAME_BYTES = 255
 UNPACK_FAILED_EXIT = 125
 ARTIFACTS_MARK = b"\x1d"
@@ -45,18 +55,26 @@ _COMPILE = (
     "kill -9 -1 2>/dev/null\n"
     "[ $code -eq 0 ] && printf '\\035%s' \"$mark\" && tar -cf - .\nexit $code"
 )
+# An interactive compile stage: tar would read its standard input to the end (GNU tar drains
+# a pipe), swallowing the frames that follow the archive; the helper reads exactly the
+# archive, and a second helper, the compile command's, takes the frames.
+_COMPILE_LIVE = _COMPILE.replace("tar -xmf -", f"{HELPER_IN_CONTAINER} 0 --unpack-only", 1).replace(
+    "(a compile image needs /bin/sh and tar)", "(a compile image needs /bin/sh)", 1
+)
 
 
-def bootstrap_command(timeout_ms: int, *, artifacts: bool = False) -> list[str]:
+def bootstrap_command(timeout_ms: int, *, artifacts: bool = False, live: bool = False) -> list[str]:
     """The container's Cmd: the helper, which unpacks stdin's archive and runs its command.
 
     With `artifacts` (a compile stage), once the command succeeded, the whole work
-    directory follows on stdout as a tar stream, after a mark made of the nonce.
+    directory follows on stdout as a tar stream, after a mark made of the nonce. `live`
+    matters only then: an interactive compile's archive is followed by frames.
     """
     if not artifacts:
         return [HELPER_IN_CONTAINER, str(timeout_ms)]
     helper = f"{HELPER_IN_CONTAINER} {timeout_ms} --unpacked"
-    return ["/bin/sh", "-c", _COMPILE.replace("{helper}", helper)]
+    script = _COMPILE_LIVE if live else _COMPILE
+    return ["/bin/sh", "-c", script.replace("{helper}", helper)]
 
 
 def check_file_name(name: str, field: str = "files") -> None:
@@ -72,8 +90,11 @@ def check_file_name(name: str, field: str = "files") -> None:
         raise InvalidRequest(f"file name {name!r} is reserved", field)
 
 
-def build_payload(files: Iterable[SandboxFile], stdin: bytes, nonce: str, command: str) -> bytes:
-    """A ustar archive of the files (plus parent directories), stdin, nonce and command."""
+def build_payload(
+    files: Iterable[SandboxFile], stdin: bytes | None, nonce: str, command: str
+) -> bytes:
+    """A ustar archive of the files (plus parent directories), stdin, nonce and command.
+    `stdin=None` makes an interactive run's archive: its input follows as frames."""
     now = int(time.time())
     buffer = io.BytesIO()
     seen_dirs: set[str] = set()
@@ -86,10 +107,28 @@ def build_payload(files: Iterable[SandboxFile], stdin: bytes, nonce: str, comman
                     seen_dirs.add(directory)
                     _add(archive, directory, None, 0o755, now)
             _add(archive, file.name, file.content, 0o755 if file.executable else 0o644, now)
-        _add(archive, STDIN_NAME, stdin, 0o400, now)
+        if stdin is None:
+            _add(archive, LIVE_NAME, b"", 0o400, now)
+        else:
+            _add(archive, STDIN_NAME, stdin, 0o400, now)
         _add(archive, NONCE_NAME, nonce.encode("ascii"), 0o400, now)
         _add(archive, COMMAND_NAME, command.encode("utf-8"), 0o400, now)
     return buffer.getvalue()
+
+
+def stdin_frame(data: bytes) -> bytes:
+    """Bytes for an interactive program's standard input."""
+    return _FRAME_HEAD.pack(b"d", len(data)) + data
+
+
+def eof_frame() -> bytes:
+    """The end of an interactive program's standard input."""
+    return _FRAME_HEAD.pack(b"e", 0)
+
+
+def signal_frame(number: int) -> bytes:
+    """A signal (by number, 1-64) for an interactive program's process group."""
+    return _FRAME_HEAD.pack(b"s", 1) + bytes([number])
 
 
 def _add(archive: tarfile.TarFile, name: str, content: bytes | None, mode: int, mtime: int) -> None:

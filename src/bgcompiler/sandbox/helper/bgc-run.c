@@ -1,14 +1,29 @@
 /*
  * bgc-run: measures one program inside a run's container, and reports what it measured.
  *
- *   bgc-run TIMEOUT_MS [--unpacked]
+ *   bgc-run TIMEOUT_MS [--unpacked | --unpack-only]
  *
  * First it unpacks the run's archive (ustar, as the service writes it) from standard input
- * into the current directory, unless --unpacked says a script did it already. Then it
- * reads and unlinks the three files the service sent along, before anything else runs:
- * .bgc-nonce, .bgc-cmd (a shell command line) and .bgc-stdin (which becomes standard
- * input). Doing all this here rather than in a shell script with tar saves processes,
- * which are most of a run's cost under gVisor.
+ * into the current directory, unless --unpacked says a script did it already (--unpack-only:
+ * only that, for a script). Then it reads and unlinks the three files the service sent
+ * along, before anything else runs: .bgc-nonce, .bgc-cmd (a shell command line) and
+ * .bgc-stdin (which becomes standard input). Doing all this here rather than in a shell
+ * script with tar saves processes, which are most of a run's cost under gVisor.
+ *
+ * An interactive run's archive has .bgc-live instead of .bgc-stdin. Then the archive is read
+ * exactly to its last record (RECORD_BYTES), and what follows on standard input is a stream
+ * of frames from the service, never the program's: the program gets a pipe as its standard
+ * input, and its only way to this process's standard input is through that pipe's other
+ * end, which only this process holds. Each frame is a type byte, a 4-byte big-endian length
+ * and that many bytes:
+ *   'd' bytes for the program's standard input (kept, at most LIVE_PENDING_MAX, until the
+ *       program reads them; past that no frame is read until it does),
+ *   'e' end of the program's input (once what is pending was written), as is the end of
+ *       this process's standard input,
+ *   's' one byte, a signal number: sent at once to the program's process group, then the
+ *       program (the way the time limit kills it). Any signal, SIGKILL and SIGSTOP too:
+ *       this process does not receive them, so it stays to report.
+ * Frames of any other type are skipped.
  *
  * Runs `/bin/sh -c COMMAND` (or COMMAND's words directly, when there is nothing in it for
  * a shell to interpret) as a child in its own process group and waits for it. Measures the child's
@@ -31,6 +46,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +57,14 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#define LIVE_NAME ".bgc-live"
+/* The service's archives are padded to whole records of this size (Python's tarfile). */
+#define RECORD_BYTES 10240
+#define LIVE_PENDING_MAX (1024 * 1024)
+
+/* Bytes of the archive read from fd 0 so far. */
+static long long consumed = 0;
 
 static long long now_ns(void) {
     struct timespec ts;
@@ -81,6 +105,7 @@ static int read_exactly(int fd, char *buffer, size_t size) {
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return -1;
         used += (size_t)n;
+        consumed += n;
     }
     return 0;
 }
@@ -154,9 +179,117 @@ static void unpack(void) {
         }
         if (fd >= 0) close(fd);
     }
+    if (access(LIVE_NAME, F_OK) == 0) {
+        /* Interactive: the frames that follow are not ours to read here. */
+        while (consumed % RECORD_BYTES) {
+            size_t left = (size_t)(RECORD_BYTES - consumed % RECORD_BYTES);
+            if (read_exactly(0, data, left < sizeof(data) ? left : sizeof(data)) != 0)
+                fail("the archive ended early");
+        }
+        return;
+    }
     while (read(0, data, sizeof(data)) > 0) {
         /* the record padding after the end mark */
     }
+}
+
+static void on_child(int signal_number) { (void)signal_number; }
+
+/*
+ * An interactive run's wait: reaps the child like the plain wait below, while passing the
+ * service's frames on (see the top of this file). `input` is the write end of the
+ * program's standard input. Returns whether the time limit killed it.
+ */
+static int live_wait(pid_t child, int input, long long started, long long timeout_ms,
+                     int *status, struct rusage *usage) {
+    static char pending[LIVE_PENDING_MAX];
+    size_t pending_length = 0;
+    unsigned char head[5];
+    size_t head_length = 0;
+    unsigned long body_left = 0;
+    char type = 0;
+    int reading = 1, ending = 0, timed_out = 0;
+    sigset_t during;
+    sigprocmask(SIG_SETMASK, NULL, &during);
+    sigdelset(&during, SIGCHLD);
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = on_child;
+    sigaction(SIGCHLD, &action, NULL);
+    fcntl(input, F_SETFL, fcntl(input, F_GETFL) | O_NONBLOCK);
+    for (;;) {
+        pid_t done = wait4(child, status, WNOHANG, usage);
+        if (done == child) break;
+        if (done < 0 && errno != EINTR) fail("cannot wait");
+        struct timespec wait_for, *deadline = NULL;
+        if (timeout_ms > 0 && !timed_out) {
+            long long left_ns = started + timeout_ms * 1000000LL - now_ns();
+            if (left_ns <= 0) {
+                timed_out = 1;
+                kill(-child, SIGKILL);
+                kill(child, SIGKILL);
+                continue;
+            }
+            wait_for.tv_sec = left_ns / 1000000000LL;
+            wait_for.tv_nsec = left_ns % 1000000000LL;
+            deadline = &wait_for;
+        }
+        if (ending && pending_length == 0 && input >= 0) {
+            close(input);
+            input = -1;
+        }
+        struct pollfd fds[2] = {
+            {reading && pending_length < sizeof(pending) ? 0 : -1, POLLIN, 0},
+            {input >= 0 && pending_length > 0 ? input : -1, POLLOUT, 0},
+        };
+        if (ppoll(fds, 2, deadline, &during) < 0) continue; /* EINTR: a child changed */
+        if (fds[1].revents) {
+            ssize_t n = write(input, pending, pending_length);
+            if (n > 0) {
+                memmove(pending, pending + n, pending_length - (size_t)n);
+                pending_length -= (size_t)n;
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                close(input); /* the program closed its input: the rest is not wanted */
+                input = -1;
+                pending_length = 0;
+            }
+        }
+        if (!fds[0].revents) continue;
+        unsigned char chunk[65536];
+        size_t room = sizeof(pending) - pending_length;
+        ssize_t n = read(0, chunk, room < sizeof(chunk) ? room : sizeof(chunk));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            reading = 0;
+            ending = 1;
+            continue;
+        }
+        for (ssize_t at = 0; at < n;) {
+            if (body_left == 0 && head_length < sizeof(head)) {
+                head[head_length++] = chunk[at++];
+                if (head_length < sizeof(head)) continue;
+                type = (char)head[0];
+                body_left = ((unsigned long)head[1] << 24) | ((unsigned long)head[2] << 16) |
+                            ((unsigned long)head[3] << 8) | head[4];
+                if (type == 'e') ending = 1;
+                if (body_left == 0) head_length = 0;
+                continue;
+            }
+            size_t take = (size_t)(n - at) < body_left ? (size_t)(n - at) : body_left;
+            if (type == 'd' && input >= 0 && !ending) {
+                memcpy(pending + pending_length, chunk + at, take);
+                pending_length += take;
+            } else if (type == 's') {
+                kill(-child, chunk[at]);
+                kill(child, chunk[at]);
+            }
+            at += (ssize_t)take;
+            body_left -= take;
+            if (body_left == 0) head_length = 0;
+        }
+    }
+    if (input >= 0) close(input);
+    return timed_out;
 }
 
 /*
@@ -196,19 +329,30 @@ static int simple_words(const char *command, char **words, int most) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--unpacked") != 0)) {
-        dprintf(2, "usage: bgc-run TIMEOUT_MS [--unpacked]\n");
+    int unpacked = argc == 3 && strcmp(argv[2], "--unpacked") == 0;
+    int unpack_only = argc == 3 && strcmp(argv[2], "--unpack-only") == 0;
+    if (argc < 2 || argc > 3 || (argc == 3 && !unpacked && !unpack_only)) {
+        dprintf(2, "usage: bgc-run TIMEOUT_MS [--unpacked | --unpack-only]\n");
         return 125;
     }
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    if (argc == 2) unpack();
+    if (!unpacked) unpack();
+    if (unpack_only) return 0;
 
     char *nonce = take_file(".bgc-nonce", 64);
     char *command = take_file(".bgc-cmd", 128 * 1024);
-    int input = open(".bgc-stdin", O_RDONLY);
-    if (input < 0 || dup2(input, 0) < 0) fail(".bgc-stdin");
-    if (input != 0) close(input);
-    if (unlink(".bgc-stdin") != 0) fail(".bgc-stdin");
+    int live = access(LIVE_NAME, F_OK) == 0;
+    int live_input[2] = {-1, -1};
+    if (live) {
+        if (unlink(LIVE_NAME) != 0) fail(LIVE_NAME);
+        if (pipe2(live_input, O_CLOEXEC) != 0) fail("cannot make a pipe");
+        signal(SIGPIPE, SIG_IGN); /* a program that closed its input must not end us */
+    } else {
+        int input = open(".bgc-stdin", O_RDONLY);
+        if (input < 0 || dup2(input, 0) < 0) fail(".bgc-stdin");
+        if (input != 0) close(input);
+        if (unlink(".bgc-stdin") != 0) fail(".bgc-stdin");
+    }
     long long timeout_ms = atoll(argv[1]);
 
     sigset_t chld;
@@ -220,6 +364,10 @@ int main(int argc, char **argv) {
     pid_t child = fork();
     if (child < 0) fail("cannot fork");
     if (child == 0) {
+        if (live) {
+            if (dup2(live_input[0], 0) < 0) fail("cannot set up standard input");
+            signal(SIGPIPE, SIG_DFL);
+        }
         sigprocmask(SIG_UNBLOCK, &chld, NULL);
         setpgid(0, 0);
         char *words[64];
@@ -236,7 +384,11 @@ int main(int argc, char **argv) {
     int status = 0;
     struct rusage usage;
     memset(&usage, 0, sizeof(usage));
-    for (;;) {
+    if (live) {
+        close(live_input[0]);
+        timed_out = live_wait(child, live_input[1], started, timeout_ms, &status, &usage);
+    }
+    while (!live) {
         pid_t done = wait4(child, &status, WNOHANG, &usage);
         if (done == child) break;
         if (done < 0 && errno != EINTR) fail("cannot wait");
