@@ -15,12 +15,16 @@ from bgcompiler import __version__
 from bgcompiler.api.errors import RequestBodyLimit, install_error_handlers
 from bgcompiler.api.jobs_render import job_document
 from bgcompiler.api.jobs_routes import router as jobs_router
+from bgcompiler.api.judge0_plan import judge0_languages
+from bgcompiler.api.judge0_render import JUDGE0, judge0_callback
+from bgcompiler.api.judge0_routes import router as judge0_router
 from bgcompiler.api.piston_routes import router as piston_router
+from bgcompiler.api.piston_ws import router as piston_ws_router
 from bgcompiler.api.routes import router
 from bgcompiler.api.v1_routes import router as v1_router
 from bgcompiler.errors import StartupError
 from bgcompiler.jobs.service import JobService
-from bgcompiler.jobs.webhooks import Webhooks
+from bgcompiler.jobs.webhooks import Callback, Webhooks
 from bgcompiler.languages import load_languages
 from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.sandbox.docker import DockerSandbox
@@ -97,11 +101,13 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
             allow_private=settings.webhook_allow_private,
         )
 
-        async def rendered(job_id: str) -> bytes:
+        async def rendered(job_id: str) -> Callback:
             row = await store.get(job_id)
             assert row is not None
+            if row.api == JUDGE0:
+                return judge0_callback(row, judge0_languages(languages))
             deliveries = await store.deliveries(job_id)
-            return json.dumps(job_document(row, deliveries)).encode()
+            return Callback(json.dumps(job_document(row, deliveries)).encode())
 
         jobs = JobService(
             store,
@@ -149,5 +155,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     app.include_router(v1_router)
     app.include_router(jobs_router)
     app.include_router(piston_router)
+    app.include_router(judge0_router)
+    app.include_router(piston_ws_router)
     app.add_middleware(RequestBodyLimit, limit=settings.max_body_bytes)
     return app

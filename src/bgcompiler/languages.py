@@ -21,6 +21,14 @@ class PistonName:
 
 
 @dataclass(frozen=True, slots=True)
+class Judge0Name:
+    """How the Judge0 API lists a language (see languages.toml)."""
+
+    ids: tuple[int, ...]  # the first is the one it is listed under first
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Language:
     name: str
     version: str
@@ -29,6 +37,7 @@ class Language:
     run: str
     compile: str | None = None
     piston: PistonName | None = None
+    judge0: Judge0Name | None = None
 
 
 def load_languages(path: str | None = None) -> dict[str, Language]:
@@ -52,6 +61,7 @@ def load_languages(path: str | None = None) -> dict[str, Language]:
                 run=str(entry["run"]),
                 compile=str(entry["compile"]) if "compile" in entry else None,
                 piston=_piston(entry["piston"]) if "piston" in entry else None,
+                judge0=_judge0(entry["judge0"]) if "judge0" in entry else None,
             )
         except (KeyError, TypeError) as exc:
             raise StartupError(f"language {name!r} in the registry lacks {exc}") from exc
@@ -69,3 +79,10 @@ def _piston(entry: dict[str, object]) -> PistonName:
         aliases=tuple(str(alias) for alias in aliases),
         runtime=str(runtime) if runtime is not None else None,
     )
+
+
+def _judge0(entry: dict[str, object]) -> Judge0Name:
+    ids = entry["ids"]
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise TypeError("judge0.ids as a list of integers")
+    return Judge0Name(ids=tuple(ids), name=str(entry["name"]))

@@ -28,7 +28,7 @@ from bgcompiler.core.events import (
 from bgcompiler.core.outcome import Outcome, RunRecord, outcome_to_json, summarize
 from bgcompiler.core.plan import Plan
 from bgcompiler.errors import BgcError, Conflict, NotFound, ShuttingDown
-from bgcompiler.jobs.webhooks import Webhooks
+from bgcompiler.jobs.webhooks import Callback, Webhooks
 from bgcompiler.models import RunResult
 from bgcompiler.scheduler import Job, Scheduler
 from bgcompiler.store.jobs import CANCELLED, DONE, FAILED, FINAL, JobRow, JobStore
@@ -56,7 +56,7 @@ class JobService:
         scheduler: Scheduler,
         webhooks: Webhooks,
         *,
-        document: Callable[[str], Awaitable[bytes]],
+        document: Callable[[str], Awaitable[Callback]],
         retention_s: float,
     ) -> None:
         self._store = store
@@ -97,7 +97,14 @@ class JobService:
     # --- what the API asks ---------------------------------------------------------------
 
     async def submit(
-        self, job_id: str, plan: Plan, *, metadata: str | None, callback_url: str | None
+        self,
+        job_id: str,
+        plan: Plan,
+        *,
+        metadata: str | None,
+        callback_url: str | None,
+        api: str = "v1",
+        request: bytes | None = None,
     ) -> JobRow:
         """Stores the job (committed when this returns) and queues it; Busy before storing
         anything when the backlog cannot hold its runs. Returns the job as stored."""
@@ -108,6 +115,8 @@ class JobService:
             runs_total=plan.measured_runs,
             metadata=metadata,
             callback_url=callback_url,
+            api=api,
+            request=request,
         )
         # Queued while its insert commits (its own writes follow the insert): the run does
         # not wait for the commit; the answer does.
@@ -221,7 +230,7 @@ class JobService:
             url = progress.callback_url
             self._webhooks.deliver(job_id, url, lambda: self._committed_document(job_id))
 
-    async def _committed_document(self, job_id: str) -> bytes:
+    async def _committed_document(self, job_id: str) -> Callback:
         await self._store.flush()
         return await self._document(job_id)
 

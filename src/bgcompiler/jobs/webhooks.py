@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aiohttp
 import structlog
@@ -25,6 +26,15 @@ log = structlog.get_logger(__name__)
 
 TIMEOUT_S = 10
 FIRST_BACKOFF_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """What a job's callback sends: its API's document of the job, by its API's method
+    (POST for ours, PUT for Judge0's)."""
+
+    body: bytes
+    method: str = "POST"
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -51,7 +61,7 @@ class Webhooks:
     async def check(self, url: str) -> None:
         await check_callback(url, self._resolver)
 
-    def deliver(self, job_id: str, url: str, document: Callable[[], Awaitable[bytes]]) -> None:
+    def deliver(self, job_id: str, url: str, document: Callable[[], Awaitable[Callback]]) -> None:
         """Calls `url` with the job document in the background, retrying as it must."""
         task = asyncio.create_task(self._deliver(job_id, url, document))
         self._tasks.add(task)
@@ -66,10 +76,11 @@ class Webhooks:
         await self._resolver.close()
 
     async def _deliver(
-        self, job_id: str, url: str, document: Callable[[], Awaitable[bytes]]
+        self, job_id: str, url: str, document: Callable[[], Awaitable[Callback]]
     ) -> None:
         assert self._secret is not None
-        body = await document()
+        callback = await document()
+        body = callback.body
         backoff = self.first_backoff_s
         for attempt in range(1, self._retries + 2):
             timestamp = str(int(time.time()))
@@ -81,7 +92,8 @@ class Webhooks:
             status: int | None = None
             error: str | None = None
             try:
-                async with self._client().post(url, data=body, headers=headers) as response:
+                sent = self._client().request(callback.method, url, data=body, headers=headers)
+                async with sent as response:
                     status = response.status
                     await response.read()
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -77,6 +77,8 @@ class JobRow:
     metadata: str | None
     callback_url: str | None
     error: str | None
+    api: str = "v1"  # the API that took the job
+    request: bytes | None = None  # its request, for an API that answers with it (Judge0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,8 @@ class JobStore:
         runs_total: int,
         metadata: str | None,
         callback_url: str | None,
+        api: str = "v1",
+        request: bytes | None = None,
     ) -> tuple[JobRow, asyncio.Future[None]]:
         """Queues the job's insert at once (before any later write of it); returns the job
         and a future done once it is committed."""
@@ -167,6 +171,8 @@ class JobStore:
             metadata=metadata,
             callback_url=callback_url,
             error=None,
+            api=api,
+            request=request,
         )
         self._last_event[job_id] = 0
 
@@ -375,6 +381,15 @@ class JobStore:
 
         return await self._read(of_job)
 
+    async def of_api(self, api: str) -> list[JobRow]:
+        """Every job an API took (bounded by the retention's purge), oldest first."""
+
+        def of_api(connection: Connection) -> list[JobRow]:
+            query = select(jobs).where(jobs.c.api == api).order_by(jobs.c.created_at)
+            return [_job(row._mapping) for row in connection.execute(query).all()]
+
+        return await self._read(of_api)
+
     async def page(
         self, *, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[JobRow], str | None]:
@@ -541,7 +556,9 @@ def _noop(_: Connection) -> None:
 
 
 def _size(row: JobRow) -> int:
-    return len(row.plan) + len(row.outcome or b"") + len(row.metadata or "")
+    return (
+        len(row.plan) + len(row.outcome or b"") + len(row.metadata or "") + len(row.request or b"")
+    )
 
 
 def _fields(row: JobRow) -> dict[str, Any]:

@@ -35,6 +35,10 @@ jobs = Table(
     Column("metadata", Text),  # the client's JSON object, as given
     Column("callback_url", Text),
     Column("error", Text),
+    # The API that took the job ("v1", "judge0"), and its request as that API received it
+    # when the API answers with the request's own fields (Judge0's submissions do).
+    Column("api", String(16), nullable=False, server_default="v1"),
+    Column("request", LargeBinary),
 )
 Index("jobs_by_time", jobs.c.created_at, jobs.c.id)
 Index("jobs_by_status_time", jobs.c.status, jobs.c.created_at, jobs.c.id)

@@ -1,0 +1,439 @@
+"""The Judge0 CE 1.13.1 API at the root, so that Judge0's clients work unchanged: a translator
+onto the same core and the same durable jobs as /api/v1/jobs (a token is a job).
+
+Answers are Judge0's: 201 `{"token"}`, 422 `{"field": ["message"]}`, 400 `{"error"}` for
+bad `fields` or output that needs base64, 404 with an empty body for an unknown token (JSON
+when the client accepts only JSON), 503 `{"error": "queue is full"}`. docs/compatibility.md
+lists what differs and why.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from bgcompiler import __version__
+from bgcompiler.api.judge0_info import STATISTICS, system_info
+from bgcompiler.api.judge0_plan import (
+    Judge0Config,
+    Judge0Invalid,
+    Submission,
+    build_plan,
+    check_submission,
+    config_of,
+    judge0_languages,
+)
+from bgcompiler.api.judge0_render import (
+    CONVERSION_ERROR,
+    JUDGE0,
+    NotAscii,
+    job_id_of,
+    rendered,
+    submission_fields,
+    token_of,
+)
+from bgcompiler.api.judge0_wire import STATUSES, VERSION, FieldsError, parse_fields
+from bgcompiler.api.routes import services
+from bgcompiler.errors import BgcError, Busy, ClientError, ImageNotFound, InvalidRequest
+from bgcompiler.jobs.service import JobService
+from bgcompiler.languages import Language
+from bgcompiler.services import Services
+from bgcompiler.store.jobs import FINAL, JobRow
+
+router = APIRouter(tags=["judge0"])
+# Query parameters that are not submission fields.
+_CONTROL = frozenset(("wait", "base64_encoded", "fields"))
+WAIT_STEP_S = 60.0
+
+
+def _jobs(request: Request) -> JobService:
+    found: JobService = request.app.state.jobs
+    return found
+
+
+def _config(request: Request) -> Judge0Config:
+    return config_of(services(request), callbacks=request.app.state.webhooks.enabled)
+
+
+async def _present(svc: Services) -> dict[int, Language]:
+    """Judge0's ids of the languages whose image is present (the engine's answers cached)."""
+    present = {}
+    for judge0_id, language in judge0_languages(svc.languages).items():
+        try:
+            await svc.sandbox.check_image(language.image)
+        except ImageNotFound:
+            continue
+        present[judge0_id] = language
+    return present
+
+
+def _error(text: str, status: int, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": text, **extra}, status_code=status)
+
+
+def _not_found(request: Request) -> Response:
+    """Judge0's 404: empty, or JSON for a client that accepts only JSON."""
+    if request.headers.get("accept", "").strip() == "application/json":
+        return JSONResponse({"status": 404, "error": "Not Found"}, status_code=404)
+    return Response(status_code=404)
+
+
+def _unavailable(exc: BgcError) -> JSONResponse:
+    if isinstance(exc, Busy):
+        return _error("queue is full", 503, message=exc.message)
+    return _error(exc.message, 503 if exc.http_status == 503 else 500)
+
+
+def _field_error(exc: ClientError) -> dict[str, list[str]]:
+    """One of our refusals in Judge0's 422 shape, under the field it names."""
+    return {getattr(exc, "field", None) or "base": [exc.message]}
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name) == "true"
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    return json.loads(raw)
+
+
+def _with_query(body: Any, request: Request) -> Any:
+    """Judge0 merges the query into the body's fields, the query winning."""
+    if not isinstance(body, dict):
+        return body
+    extra = {k: v for k, v in request.query_params.items() if k not in _CONTROL}
+    return {**body, **extra}
+
+
+# --- submissions ---------------------------------------------------------------------------
+
+
+async def _submit(
+    request: Request, raw: Any, known: dict[int, Language], *, base64_encoded: bool
+) -> JobRow:
+    """Checks, stores and queues one submission. Judge0Invalid, or our errors."""
+    svc = services(request)
+    config = _config(request)
+    submission = check_submission(raw, base64_encoded=base64_encoded, config=config, known=known)
+    if submission.callback_url:
+        try:
+            await request.app.state.webhooks.check(submission.callback_url)
+        except InvalidRequest as exc:
+            raise Judge0Invalid({"callback_url": [exc.message]}) from exc
+    plan = build_plan(svc, submission, known[submission.language_id])
+    return await _jobs(request).submit(
+        uuid.uuid4().hex,
+        plan,
+        metadata=None,
+        callback_url=submission.callback_url or None,
+        api=JUDGE0,
+        request=submission.to_json(),
+    )
+
+
+def _document(
+    row: JobRow, languages: dict[int, Language], fields: tuple[str, ...], base64_encoded: bool
+) -> dict[str, Any]:
+    assert row.request is not None
+    submission = Submission.from_json(row.request)
+    return rendered(
+        submission_fields(row, submission, languages), fields, base64_encoded=base64_encoded
+    )
+
+
+@router.post("/submissions", status_code=201, summary="Judge0: create a submission")
+async def create_submission(request: Request) -> Response:
+    try:
+        fields = parse_fields(request.query_params.get("fields"))
+    except FieldsError as exc:
+        return _error(str(exc), 400)
+    try:
+        body = _with_query(await _body(request), request)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _error(f"the body is not JSON: {exc}", 400)
+    base64_encoded = _flag(request, "base64_encoded")
+    svc = services(request)
+    try:
+        svc.scheduler.check_room(1)
+        known = await _present(svc)
+        row = await _submit(request, body, known, base64_encoded=base64_encoded)
+    except Judge0Invalid as exc:
+        return JSONResponse(exc.errors, status_code=422)
+    except ClientError as exc:
+        return JSONResponse(_field_error(exc), status_code=422)
+    except BgcError as exc:
+        return _unavailable(exc)
+    token = token_of(row.id)
+    if not _flag(request, "wait"):
+        return JSONResponse({"token": token}, status_code=201)
+    jobs = _jobs(request)
+    try:
+        while row.status not in FINAL:
+            row = await jobs.wait(row.id, WAIT_STEP_S)
+    except BgcError as exc:
+        return _unavailable(exc)
+    try:
+        return JSONResponse(_document(row, known, fields, base64_encoded), status_code=201)
+    except NotAscii:
+        what = CONVERSION_ERROR.format(what="this submission")
+        return _error(what, 201, token=token)
+
+
+@router.post("/submissions/batch", status_code=201, summary="Judge0: create submissions")
+async def create_batch(request: Request) -> Response:
+    try:
+        body = await _body(request)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _error(f"the body is not JSON: {exc}", 400)
+    items = body.get("submissions") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        items = []
+    svc = services(request)
+    config = _config(request)
+    try:
+        svc.scheduler.check_room(max(len(items), 1))
+    except BgcError as exc:
+        return _unavailable(exc)
+    if len(items) > config.max_submission_batch_size:
+        return _error(
+            "number of submissions in a batch should be less than or equal to "
+            f"{config.max_submission_batch_size}",
+            400,
+        )
+    if not items:
+        return _error("there should be at least one submission in a batch", 400)
+    base64_encoded = _flag(request, "base64_encoded")
+    try:
+        known = await _present(svc)
+    except BgcError as exc:
+        return _unavailable(exc)
+    answers: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            row = await _submit(request, item, known, base64_encoded=base64_encoded)
+        except Judge0Invalid as exc:
+            answers.append(exc.errors)
+            continue
+        except ClientError as exc:
+            answers.append(_field_error(exc))
+            continue
+        except BgcError as exc:
+            return _unavailable(exc)
+        answers.append({"token": token_of(row.id)})
+    saved = any("token" in answer for answer in answers)
+    return JSONResponse(answers, status_code=201 if saved else 422)
+
+
+@router.get("/submissions/batch", summary="Judge0: submissions by their tokens")
+async def get_batch(request: Request, tokens: str | None = None) -> Response:
+    try:
+        fields = parse_fields(request.query_params.get("fields"))
+    except FieldsError as exc:
+        return _error(str(exc), 400)
+    listed = request.headers.get("tokens") or tokens or ""
+    wanted = listed.strip().split(",")
+    while wanted and wanted[-1] == "":
+        wanted.pop()
+    config = _config(request)
+    if len(wanted) > config.max_submission_batch_size:
+        return _error(
+            "number of submissions in a batch should be less than or equal to "
+            f"{config.max_submission_batch_size}",
+            400,
+        )
+    if not wanted:
+        return _error("there should be at least one submission in a batch", 400)
+    base64_encoded = _flag(request, "base64_encoded")
+    svc = services(request)
+    languages = judge0_languages(svc.languages)
+    found: list[dict[str, Any] | None] = []
+    try:
+        for token in wanted:
+            row = await _row(request, token)
+            found.append(None if row is None else _document(row, languages, fields, base64_encoded))
+    except NotAscii:
+        return _error(CONVERSION_ERROR.format(what="one or more submissions"), 400)
+    except BgcError as exc:
+        return _unavailable(exc)
+    return JSONResponse({"submissions": found})
+
+
+async def _row(request: Request, token: str) -> JobRow | None:
+    job_id = job_id_of(token)
+    if job_id is None:
+        return None
+    row = await _jobs(request).store.get(job_id)
+    return row if row is not None and row.api == JUDGE0 else None
+
+
+@router.get("/submissions/{token}", summary="Judge0: a submission")
+async def get_submission(token: str, request: Request) -> Response:
+    try:
+        fields = parse_fields(request.query_params.get("fields"))
+    except FieldsError as exc:
+        return _error(str(exc), 400)
+    try:
+        row = await _row(request, token)
+    except BgcError as exc:
+        return _unavailable(exc)
+    if row is None:
+        return _not_found(request)
+    languages = judge0_languages(services(request).languages)
+    try:
+        document = _document(row, languages, fields, _flag(request, "base64_encoded"))
+    except NotAscii:
+        return _error(CONVERSION_ERROR.format(what="this submission"), 400)
+    return JSONResponse(document)
+
+
+@router.get("/submissions", summary="Judge0: every submission (needs authorization: 403)")
+async def list_submissions() -> Response:
+    # Judge0 lists submissions only for a client with its authorization token, and has
+    # none by default: every request is refused, as there.
+    return Response(status_code=403)
+
+
+@router.delete("/submissions/{token}", summary="Judge0: delete (needs authorization: 403)")
+async def delete_submission() -> Response:
+    return Response(status_code=403)
+
+
+@router.post("/authenticate", summary="Judge0: no authentication is configured: 200")
+async def authenticate() -> Response:
+    return Response(status_code=200)
+
+
+@router.post("/authorize", summary="Judge0: no authorization token is configured: 403")
+async def authorize() -> Response:
+    return Response(status_code=403)
+
+
+# --- languages, statuses, information ------------------------------------------------------
+
+
+def _sorted(languages: dict[int, Language]) -> list[tuple[int, Language]]:
+    def key(item: tuple[int, Language]) -> tuple[str, int]:
+        judge0_id, language = item
+        assert language.judge0 is not None
+        name = "".join(c for c in language.judge0.name.casefold() if c.isalnum())
+        return name, judge0_id
+
+    return sorted(languages.items(), key=key)
+
+
+def _name(language: Language) -> str:
+    assert language.judge0 is not None
+    return language.judge0.name
+
+
+@router.get("/languages", summary="Judge0: the languages that can run")
+async def languages(request: Request) -> Response:
+    try:
+        present = await _present(services(request))
+    except BgcError as exc:
+        return _unavailable(exc)
+    return JSONResponse([{"id": i, "name": _name(lang)} for i, lang in _sorted(present)])
+
+
+@router.get("/languages/all", summary="Judge0: every language, with is_archived")
+async def all_languages(request: Request) -> Response:
+    try:
+        present = await _present(services(request))
+    except BgcError as exc:
+        return _unavailable(exc)
+    return JSONResponse(
+        [{"id": i, "name": _name(lang), "is_archived": False} for i, lang in _sorted(present)]
+    )
+
+
+@router.get("/languages/{language_id}", summary="Judge0: one language")
+async def one_language(language_id: str, request: Request) -> Response:
+    try:
+        present = await _present(services(request))
+    except BgcError as exc:
+        return _unavailable(exc)
+    language = present.get(int(language_id)) if language_id.isdigit() else None
+    if language is None:
+        return _not_found(request)
+    compile_cmd = (
+        language.compile.replace("{file}", f"%s {language.file}") if language.compile else None
+    )
+    return JSONResponse(
+        {
+            "id": int(language_id),
+            "name": _name(language),
+            "is_archived": False,
+            "source_file": language.file,
+            "compile_cmd": compile_cmd,
+            "run_cmd": language.run.replace("{file}", language.file),
+        }
+    )
+
+
+@router.get("/statuses", summary="Judge0: the statuses, 1 to 14")
+async def statuses() -> Response:
+    return JSONResponse([{"id": i, "description": text} for i, text in STATUSES.items()])
+
+
+@router.get("/about", summary="Judge0: the API version it speaks")
+async def about() -> Response:
+    return JSONResponse(
+        {
+            "version": VERSION,
+            "homepage": None,
+            "source_code": None,
+            "maintainer": f"bg-compiler {__version__}, speaking Judge0 CE {VERSION}",
+        }
+    )
+
+
+@router.get("/version", summary="Judge0: the API version, as text")
+async def version() -> Response:
+    return PlainTextResponse(VERSION)
+
+
+@router.get("/config_info", summary="Judge0: its configuration, with this server's values")
+async def config_info(request: Request) -> Response:
+    return JSONResponse(_config(request).info())
+
+
+@router.get("/system_info", summary="Judge0: the machine (lscpu's lines, memory, swap)")
+async def get_system_info() -> Response:
+    return JSONResponse(await system_info())
+
+
+@router.get("/workers", summary="Judge0: the queue and its workers")
+async def workers(request: Request) -> Response:
+    scheduler = services(request).scheduler
+    busy = scheduler.busy_workers
+    total = services(request).settings.workers
+    return JSONResponse(
+        [
+            {
+                "queue": VERSION,
+                "size": scheduler.waiting_runs,
+                "available": total,
+                "idle": max(total - busy, 0),
+                "working": busy,
+                "paused": 0,
+                "failed": 0,
+            }
+        ]
+    )
+
+
+@router.get("/statistics", summary="Judge0: submissions per day, language and status")
+async def statistics(request: Request) -> Response:
+    languages = judge0_languages(services(request).languages)
+    fresh = request.query_params.get("invalidate_cache") == "true"
+    try:
+        return JSONResponse(await STATISTICS.get(_jobs(request).store, languages, fresh=fresh))
+    except BgcError as exc:
+        return _unavailable(exc)
