@@ -6,19 +6,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import BUSYBOX, Server, free_port, launch, wait_until
+from tests.integration.conftest import Receiver
 from tests.postgres import postgres_cluster
 
 pytestmark = pytest.mark.integration
@@ -205,35 +203,6 @@ def test_jobs_accepted_survive_a_sigkill_and_end_done_after_a_restart(
         assert second.settled()
     finally:
         assert second.stop() == 0
-
-
-class Receiver(BaseHTTPRequestHandler):
-    """A webhook receiver: records each call; answers 500 to the first `fail` calls."""
-
-    calls: ClassVar[list[tuple[dict[str, str], bytes]]] = []
-    fail: ClassVar[int] = 0
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).calls.append((dict(self.headers), body))
-        status = 500 if len(type(self).calls) <= type(self).fail else 200
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, type[Receiver]]]:
-    handler = type("OneReceiver", (Receiver,), {"calls": [], "fail": 0})
-    http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_address[1]}/hook", handler
-    http.shutdown()
-    http.server_close()
 
 
 def test_a_webhook_is_signed_retried_and_recorded(

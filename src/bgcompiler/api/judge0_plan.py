@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 
 from bgcompiler.api.judge0_wire import ruby_unbase64, sanitized
 from bgcompiler.core.plan import EXACT_JSON, Plan
+from bgcompiler.errors import InvalidRequest
 from bgcompiler.languages import Language
 from bgcompiler.models import Limits, RunSpec, SandboxFile
 from bgcompiler.sandbox.payload import check_file_name
@@ -365,7 +366,10 @@ def _unzipped(archive: bytes | None, *, keep: str) -> list[SandboxFile]:
                 if stat.S_ISLNK(mode):
                     raise _zip_refused(f"holds a link: {entry.filename}")
                 name = entry.filename
-                check_file_name(name, "additional_files")
+                try:
+                    check_file_name(name, "additional_files")
+                except InvalidRequest as exc:
+                    raise _zip_refused(f"holds a name that cannot be used: {exc.message}") from exc
                 if name == keep:
                     continue
                 with opened.open(entry) as member:
