@@ -4,8 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BGC := $(VENV)/bin/bg-compiler
 SETUP_STAMP := $(VENV)/.installed
+# The Node clients the suite runs against the service (tests/clients/node).
+CLIENTS_DIR := tests/clients/node
+CLIENTS_STAMP := $(CLIENTS_DIR)/node_modules/.installed
 
-.PHONY: setup engine images start test test-unit check lint typecheck clean bench
+.PHONY: setup engine images clients start test test-unit check lint typecheck clean bench
 
 setup: $(SETUP_STAMP) engine images
 
@@ -21,10 +24,17 @@ engine:
 images: $(SETUP_STAMP) engine
 	$(BGC) images build --missing busybox python gcc
 
+clients: $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): $(CLIENTS_DIR)/package.json $(CLIENTS_DIR)/package-lock.json
+	command -v npm >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
+	cd $(CLIENTS_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
 start: setup
 	$(BGC) start $(ARGS)
 
-test: setup check
+test: setup clients check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(SETUP_STAMP)

@@ -204,3 +204,23 @@ def test_each_status_is_pistons(result: RunResult, expected: tuple[Any, ...]) ->
         document["code"],
         document["signal"],
     ) == expected
+
+
+def test_pistons_default_limits_are_clamped_to_a_lower_server_maximum_not_refused() -> None:
+    """Piston's clients send compile_timeout 10000 and run_timeout 3000 whatever the server:
+    on a server with --timeout 2 both run with 2 s; past Piston's own limit is refused."""
+    svc = services(timeout=2)
+    body = {
+        "language": "c",
+        "version": "*",
+        "files": [{"content": "int main(void) { return 0; }"}],
+        "compile_timeout": 10000,
+        "run_timeout": 3000,
+    }
+    plan = planned(svc, body)
+    assert plan.compile is not None
+    assert (plan.compile.limits.timeout_s, plan.run.limits.timeout_s) == (2.0, 2.0)
+    with pytest.raises(
+        InvalidRequest, match=r"^compile_timeout cannot exceed the configured limit of 10000$"
+    ):
+        planned(svc, {**body, "compile_timeout": 10001})

@@ -29,7 +29,7 @@ from bgcompiler.services import Services
 
 # Piston's configured defaults (api/src/config.js): ms of wall time and of CPU time, bytes
 # of memory (-1: none). Ours are these, clamped to the server's own maximums.
-PISTON_DEFAULTS = {
+PISTON_DEFAULTS: dict[str, float] = {
     "compile_timeout": 10000,
     "run_timeout": 3000,
     "compile_cpu_time": 10000,
@@ -66,7 +66,7 @@ def runtimes(languages: Sequence[Language]) -> list[PistonRuntime]:
 @dataclass(frozen=True, slots=True)
 class CheckedBody:
     """An execute body that passed Piston's checks: its runtime, and the limits it was
-    checked against (Piston's configured ones, here at most the server's)."""
+    checked against (Piston's configured ones)."""
 
     body: dict[str, Any]
     runtime: PistonRuntime
@@ -93,15 +93,6 @@ def find_runtime(known: Sequence[PistonRuntime], language: str, version: str) ->
     if not matching:
         raise InvalidRequest(f"{language}-{version} runtime is unknown", "version")
     return matching[0]
-
-
-def limits_of(server: Limits) -> dict[str, float]:
-    """Piston's configured limits here: its defaults, at most the server's."""
-    server_ms = server.timeout_s * 1000
-    return {
-        name: (min(default, server_ms) if "memory" not in name else default)
-        for name, default in PISTON_DEFAULTS.items()
-    }
 
 
 async def check_body(
@@ -136,7 +127,10 @@ async def check_body(
         raise InvalidRequest(f"{language}-{version} runtime is unknown", "version")
     if not any(not file.get("encoding") or file.get("encoding") == "utf8" for file in files):
         raise InvalidRequest("files must include at least one utf8 encoded file", "files")
-    configured = limits_of(svc.default_limits)
+    # Checked against Piston's own limits, as Piston checks; values within them are then
+    # clamped to the server's maximums (`_limits`), not refused: Piston's clients send its
+    # defaults (compile 10000 ms) whatever the server's --timeout.
+    configured = dict(PISTON_DEFAULTS)
     for name in LIMIT_NAMES:
         value = body.get(name)
         if not value:
