@@ -154,6 +154,38 @@ def test_a_signal_reaches_the_program_and_ends_its_stage(patient_server: Server)
     assert messages == [{"type": "exit", "stage": "run", "code": None, "signal": "SIGTERM"}]
 
 
+# A signal frame for SIGTERM with a nonce of zeros, written where the helper reads frames
+# (the container's stdin, reachable as the init's fd 0), then a wait, then input to its end.
+FORGER = r"""
+printf 's%032d\000\000\000\001\017' 0 > /proc/1/fd/0 && echo forged || echo refused
+sleep 0.5
+echo alive
+cat
+echo input-ended
+"""
+
+
+def test_a_frame_the_program_forges_is_not_obeyed(server: Server) -> None:
+    """A program writing a signal frame (without the run's nonce) into the container's
+    input is not signalled: it lives on, its input ends (at the forged frame, or at the
+    client's eof) and it exits 0."""
+    with open_ws(server) as ws:
+        init(ws, "sh", FORGER)
+        assert receive(ws)["type"] == "runtime"
+        assert receive(ws) == {"type": "stage", "stage": "run"}
+        text = ""
+        while "alive" not in text:
+            message = receive(ws)
+            assert message["type"] == "data", message
+            text += message["data"]
+        send(ws, type="data", stream="stdin", data="", eof=True)
+        messages, code = until_closed(ws)
+    assert code == 4999
+    text += "".join(m["data"] for m in messages if m["type"] == "data" and m["stream"] == "stdout")
+    assert text.endswith("alive\ninput-ended\n")
+    assert messages[-1] == {"type": "exit", "stage": "run", "code": 0, "signal": None}
+
+
 def test_output_past_the_cap_kills_the_stage(server: Server) -> None:
     """A flood is streamed up to the server's cap (30 KB on stdout) and not a byte more;
     the stage is killed: exit with code null and signal SIGKILL."""

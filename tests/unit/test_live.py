@@ -97,11 +97,12 @@ def test_a_live_archive_has_no_stdin_file_and_ends_on_a_record() -> None:
     assert STDIN_NAME not in names
 
 
-def test_frames_are_type_length_and_bytes() -> None:
-    """Data, end of input and signals as the helper reads them."""
-    assert stdin_frame(b"hi") == b"d\x00\x00\x00\x02hi"
-    assert eof_frame() == b"e\x00\x00\x00\x00"
-    assert signal_frame(15) == b"s\x00\x00\x00\x01\x0f"
+def test_frames_are_type_nonce_length_and_bytes() -> None:
+    """Data, end of input and signals as the helper reads them, each with the nonce."""
+    nonce = NONCE.encode()
+    assert stdin_frame(NONCE, b"hi") == b"d" + nonce + b"\x00\x00\x00\x02hi"
+    assert eof_frame(NONCE) == b"e" + nonce + b"\x00\x00\x00\x00"
+    assert signal_frame(NONCE, 15) == b"s" + nonce + b"\x00\x00\x00\x01\x0f"
 
 
 class _Stream:
@@ -117,7 +118,7 @@ class _Stream:
 
 async def _fed(live: Live, *, takes_stdin: bool) -> bytes:
     stream = _Stream()
-    feeder = asyncio.create_task(live.feed(stream, b"ARCHIVE", takes_stdin=takes_stdin))  # type: ignore[arg-type]
+    feeder = asyncio.create_task(live.feed(stream, b"ARCHIVE", NONCE, takes_stdin=takes_stdin))  # type: ignore[arg-type]
     await asyncio.sleep(0.01)
     feeder.cancel()
     await asyncio.gather(feeder, return_exceptions=True)
@@ -133,11 +134,12 @@ async def test_input_typed_during_a_compile_is_the_runs() -> None:
     live.write(b"first ")
     compile_sent = await _fed(live, takes_stdin=False)
     live.end()
-    assert compile_sent == b"ARCHIVE" + eof_frame()
+    assert compile_sent == b"ARCHIVE" + eof_frame(NONCE)
     live.write(b"second", eof=True)
     live.begin()
     run_sent = await _fed(live, takes_stdin=True)
-    assert run_sent == b"ARCHIVE" + stdin_frame(b"first ") + stdin_frame(b"second") + eof_frame()
+    frames = stdin_frame(NONCE, b"first ") + stdin_frame(NONCE, b"second") + eof_frame(NONCE)
+    assert run_sent == b"ARCHIVE" + frames
     assert stages == ["stage", "stage"]
 
 
@@ -147,7 +149,7 @@ async def test_a_signal_is_for_the_running_stage_only() -> None:
     assert not live.signal(15)
     live.begin()
     assert live.signal(15)
-    assert (await _fed(live, takes_stdin=True)).endswith(signal_frame(15))
+    assert (await _fed(live, takes_stdin=True)).endswith(signal_frame(NONCE, 15))
 
 
 @pytest.mark.parametrize(

@@ -329,7 +329,9 @@ class DockerSandbox:
             feeder = asyncio.create_task(stream.send_stdin(payload))
         else:
             live.begin()
-            feeder = asyncio.create_task(live.feed(stream, payload, takes_stdin=not spec.artifacts))
+            feeder = asyncio.create_task(
+                live.feed(stream, payload, nonce, takes_stdin=not spec.artifacts)
+            )
         try:
             # The helper enforces the time limit itself, and reports; this deadline is the
             # backstop for a run that keeps its container alive past the helper.

@@ -77,25 +77,28 @@ class Live:
     def output(self, kind: int, data: bytes) -> None:
         self._output(kind, data)
 
-    async def feed(self, stream: AttachedStream, payload: bytes, *, takes_stdin: bool) -> None:
+    async def feed(
+        self, stream: AttachedStream, payload: bytes, nonce: str, *, takes_stdin: bool
+    ) -> None:
         """Sends the archive, then the client's input (if this stage takes it) and signals
-        as they come, until cancelled at the stage's end or the container goes."""
-        head = payload if takes_stdin else payload + eof_frame()
+        as they come, each frame with the run's nonce, until cancelled at the stage's end or
+        the container goes."""
+        head = payload if takes_stdin else payload + eof_frame(nonce)
         if not await stream.send(head):
             return
         while True:
             await self._changed.wait()
             self._changed.clear()
-            frames = [signal_frame(number) for number in self._signals]
+            frames = [signal_frame(nonce, number) for number in self._signals]
             self._signals.clear()
             while takes_stdin and self._stdin:
                 data = self._stdin.popleft()
                 if data is None:
-                    frames.append(eof_frame())
+                    frames.append(eof_frame(nonce))
                     continue
                 self._held -= len(data)
                 frames.extend(
-                    stdin_frame(data[at : at + FRAME_BYTES])
+                    stdin_frame(nonce, data[at : at + FRAME_BYTES])
                     for at in range(0, len(data), FRAME_BYTES)
                 )
             if self._held <= STDIN_HELD_MAX:

@@ -32,7 +32,7 @@ RESERVED_NAMES = (STDIN_NAME, NONCE_NAME, COMMAND_NAME, LIVE_NAME)
 # The helper reads an interactive run's archive up to a whole number of these records, as
 # tarfile pads it (RECORD_BYTES in the helper): what follows is frames.
 RECORD_BYTES = tarfile.RECORDSIZE
-_FRAME_HEAD = struct.Struct(">cL")
+_LENGTH = struct.Struct(">L")
 MAX_NAME_BYTES = 255
 UNPACK_FAILED_EXIT = 125
 ARTIFACTS_MARK = b"\x1d"
@@ -116,19 +116,27 @@ def build_payload(
     return buffer.getvalue()
 
 
-def stdin_frame(data: bytes) -> bytes:
+# Each frame carries the run's nonce: the program can write into the container's stdin too
+# (through the init's fd 0), and the helper obeys no frame without it (helper/bgc-run.c).
+
+
+def stdin_frame(nonce: str, data: bytes) -> bytes:
     """Bytes for an interactive program's standard input."""
-    return _FRAME_HEAD.pack(b"d", len(data)) + data
+    return _frame(b"d", nonce, data)
 
 
-def eof_frame() -> bytes:
+def eof_frame(nonce: str) -> bytes:
     """The end of an interactive program's standard input."""
-    return _FRAME_HEAD.pack(b"e", 0)
+    return _frame(b"e", nonce, b"")
 
 
-def signal_frame(number: int) -> bytes:
+def signal_frame(nonce: str, number: int) -> bytes:
     """A signal (by number, 1-64) for an interactive program's process group."""
-    return _FRAME_HEAD.pack(b"s", 1) + bytes([number])
+    return _frame(b"s", nonce, bytes([number]))
+
+
+def _frame(kind: bytes, nonce: str, body: bytes) -> bytes:
+    return kind + nonce.encode("ascii") + _LENGTH.pack(len(body)) + body
 
 
 def _add(archive: tarfile.TarFile, name: str, content: bytes | None, mode: int, mtime: int) -> None:

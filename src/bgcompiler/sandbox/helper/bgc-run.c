@@ -12,10 +12,12 @@
  *
  * An interactive run's archive has .bgc-live instead of .bgc-stdin. Then the archive is read
  * exactly to its last record (RECORD_BYTES), and what follows on standard input is a stream
- * of frames from the service, never the program's: the program gets a pipe as its standard
- * input, and its only way to this process's standard input is through that pipe's other
- * end, which only this process holds. Each frame is a type byte, a 4-byte big-endian length
- * and that many bytes:
+ * of frames from the service. The program gets a pipe as its standard input instead; but
+ * it can still write into the container's standard input (as PID 1's fd 0, the init runs
+ * as its uid), so each frame carries the nonce, which the program never sees: at the first
+ * frame without it, nothing more is read and the program's input ends. Whatever it wrote
+ * there, the program only ever changes its own input and signals its own processes. Each
+ * frame is a type byte, the nonce, a 4-byte big-endian length and that many bytes:
  *   'd' bytes for the program's standard input (kept, at most LIVE_PENDING_MAX, until the
  *       program reads them; past that no frame is read until it does),
  *   'e' end of the program's input (once what is pending was written), as is the end of
@@ -200,12 +202,13 @@ static void on_child(int signal_number) { (void)signal_number; }
  * service's frames on (see the top of this file). `input` is the write end of the
  * program's standard input. Returns whether the time limit killed it.
  */
-static int live_wait(pid_t child, int input, long long started, long long timeout_ms,
-                     int *status, struct rusage *usage) {
+static int live_wait(pid_t child, int input, const char *nonce, long long started,
+                     long long timeout_ms, int *status, struct rusage *usage) {
     static char pending[LIVE_PENDING_MAX];
     size_t pending_length = 0;
-    unsigned char head[5];
-    size_t head_length = 0;
+    size_t nonce_length = strlen(nonce);
+    unsigned char head[1 + 64 + 4];
+    size_t head_size = 1 + nonce_length + 4, head_length = 0;
     unsigned long body_left = 0;
     char type = 0;
     int reading = 1, ending = 0, timed_out = 0;
@@ -265,12 +268,18 @@ static int live_wait(pid_t child, int input, long long started, long long timeou
             continue;
         }
         for (ssize_t at = 0; at < n;) {
-            if (body_left == 0 && head_length < sizeof(head)) {
+            if (body_left == 0 && head_length < head_size) {
                 head[head_length++] = chunk[at++];
-                if (head_length < sizeof(head)) continue;
+                if (head_length < head_size) continue;
+                if (memcmp(head + 1, nonce, nonce_length) != 0) {
+                    reading = 0; /* not the service's: trust nothing more on this stream */
+                    ending = 1;
+                    break;
+                }
                 type = (char)head[0];
-                body_left = ((unsigned long)head[1] << 24) | ((unsigned long)head[2] << 16) |
-                            ((unsigned long)head[3] << 8) | head[4];
+                unsigned char *length = head + 1 + nonce_length;
+                body_left = ((unsigned long)length[0] << 24) | ((unsigned long)length[1] << 16) |
+                            ((unsigned long)length[2] << 8) | length[3];
                 if (type == 'e') ending = 1;
                 if (body_left == 0) head_length = 0;
                 continue;
@@ -386,7 +395,7 @@ int main(int argc, char **argv) {
     memset(&usage, 0, sizeof(usage));
     if (live) {
         close(live_input[0]);
-        timed_out = live_wait(child, live_input[1], started, timeout_ms, &status, &usage);
+        timed_out = live_wait(child, live_input[1], nonce, started, timeout_ms, &status, &usage);
     }
     while (!live) {
         pid_t done = wait4(child, &status, WNOHANG, &usage);
