@@ -165,8 +165,8 @@ class Submission:
 
 _SUBMISSION = TypeAdapter(Submission)
 
-_INTEGER = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"\s*[+-]?(\d[\d_]*)?(\.\d+)?([eE][+-]?\d+)?\s*")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"\s*[+-]?([0-9][0-9_]*)?(\.[0-9]+)?([eE][+-]?[0-9]+)?\s*")
 _FALSE = (False, 0, "0", "f", "F", "false", "FALSE", "off", "OFF")
 _TEXTS = ("source_code", "stdin", "expected_output")
 
@@ -413,7 +413,7 @@ def _integer(value: Any) -> int | None:
         return int(value)
     if isinstance(value, int | float):
         return int(value) if math.isfinite(value) else None
-    found = re.match(r"\s*[+-]?\d+", str(value))
+    found = re.match(r"\s*[+-]?[0-9]{1,18}", str(value))  # a column holds no more
     return int(found.group()) if found else 0
 
 
@@ -424,7 +424,8 @@ def _number(value: Any) -> float | None:
     if isinstance(value, int | float):
         return float(value) if math.isfinite(value) else None
     text = str(value)
-    if _INTEGER.fullmatch(text) or (_FLOAT.fullmatch(text) and any(c.isdigit() for c in text)):
+    has_digit = any(c in "0123456789" for c in text)
+    if _INTEGER.fullmatch(text) or (_FLOAT.fullmatch(text) and has_digit):
         try:
             return float(text.replace("_", ""))
         except ValueError:

@@ -10,6 +10,7 @@ lists what differs and why.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from bgcompiler import __version__
+from bgcompiler.api import judge0_docs as docs
 from bgcompiler.api.judge0_info import STATISTICS, system_info
 from bgcompiler.api.judge0_plan import (
     Judge0Config,
@@ -79,12 +81,14 @@ def _not_found(request: Request) -> Response:
     """Judge0's 404: empty, or JSON for a client that accepts only JSON."""
     if request.headers.get("accept", "").strip() == "application/json":
         return JSONResponse({"status": 404, "error": "Not Found"}, status_code=404)
-    return Response(status_code=404)
+    return Response(status_code=404, media_type="text/html")
 
 
 def _unavailable(exc: BgcError) -> JSONResponse:
     if isinstance(exc, Busy):
-        return _error("queue is full", 503, message=exc.message)
+        answer = _error("queue is full", 503, message=exc.message)
+        answer.headers["Retry-After"] = str(exc.retry_after)
+        return answer
     return _error(exc.message, 503 if exc.http_status == 503 else 500)
 
 
@@ -148,7 +152,13 @@ def _document(
     )
 
 
-@router.post("/submissions", status_code=201, summary="Judge0: create a submission")
+@router.post(
+    "/submissions",
+    status_code=201,
+    summary="Judge0: create a submission",
+    responses=docs.CREATE_RESPONSES,
+    openapi_extra=docs.CREATE,
+)
 async def create_submission(request: Request) -> Response:
     try:
         fields = parse_fields(request.query_params.get("fields"))
@@ -186,7 +196,13 @@ async def create_submission(request: Request) -> Response:
         return _error(what, 201, token=token)
 
 
-@router.post("/submissions/batch", status_code=201, summary="Judge0: create submissions")
+@router.post(
+    "/submissions/batch",
+    status_code=201,
+    summary="Judge0: create submissions",
+    responses=docs.BATCH_CREATE_RESPONSES,
+    openapi_extra=docs.BATCH_CREATE,
+)
 async def create_batch(request: Request) -> Response:
     try:
         body = await _body(request)
@@ -231,7 +247,12 @@ async def create_batch(request: Request) -> Response:
     return JSONResponse(answers, status_code=201 if saved else 422)
 
 
-@router.get("/submissions/batch", summary="Judge0: submissions by their tokens")
+@router.get(
+    "/submissions/batch",
+    summary="Judge0: submissions by their tokens",
+    responses=docs.BATCH_SHOW_RESPONSES,
+    openapi_extra=docs.query("base64_encoded", "fields"),
+)
 async def get_batch(request: Request, tokens: str | None = None) -> Response:
     try:
         fields = parse_fields(request.query_params.get("fields"))
@@ -273,7 +294,12 @@ async def _row(request: Request, token: str) -> JobRow | None:
     return row if row is not None and row.api == JUDGE0 else None
 
 
-@router.get("/submissions/{token}", summary="Judge0: a submission")
+@router.get(
+    "/submissions/{token}",
+    summary="Judge0: a submission",
+    responses=docs.SHOW_RESPONSES,
+    openapi_extra=docs.SHOW,
+)
 async def get_submission(token: str, request: Request) -> Response:
     try:
         fields = parse_fields(request.query_params.get("fields"))
@@ -293,26 +319,42 @@ async def get_submission(token: str, request: Request) -> Response:
     return JSONResponse(document)
 
 
-@router.get("/submissions", summary="Judge0: every submission (needs authorization: 403)")
+@router.get(
+    "/submissions",
+    summary="Judge0: every submission (needs authorization: 403)",
+    responses=docs.FORBIDDEN,
+)
 async def list_submissions() -> Response:
     # Judge0 lists submissions only for a client with its authorization token, and has
     # none by default: every request is refused, as there.
-    return Response(status_code=403)
+    return Response(status_code=403, media_type="text/html")
 
 
-@router.delete("/submissions/{token}", summary="Judge0: delete (needs authorization: 403)")
+@router.delete(
+    "/submissions/{token}",
+    summary="Judge0: delete (needs authorization: 403)",
+    responses=docs.FORBIDDEN,
+)
 async def delete_submission() -> Response:
-    return Response(status_code=403)
+    return Response(status_code=403, media_type="text/html")
 
 
-@router.post("/authenticate", summary="Judge0: no authentication is configured: 200")
+@router.post(
+    "/authenticate",
+    summary="Judge0: no authentication is configured: 200",
+    responses=docs.EMPTY_OK,
+)
 async def authenticate() -> Response:
-    return Response(status_code=200)
+    return Response(status_code=200, media_type="text/html")
 
 
-@router.post("/authorize", summary="Judge0: no authorization token is configured: 403")
+@router.post(
+    "/authorize",
+    summary="Judge0: no authorization token is configured: 403",
+    responses=docs.FORBIDDEN,
+)
 async def authorize() -> Response:
-    return Response(status_code=403)
+    return Response(status_code=403, media_type="text/html")
 
 
 # --- languages, statuses, information ------------------------------------------------------
@@ -333,7 +375,9 @@ def _name(language: Language) -> str:
     return language.judge0.name
 
 
-@router.get("/languages", summary="Judge0: the languages that can run")
+@router.get(
+    "/languages", summary="Judge0: the languages that can run", responses=docs.LIST_RESPONSES
+)
 async def languages(request: Request) -> Response:
     try:
         present = await _present(services(request))
@@ -342,7 +386,11 @@ async def languages(request: Request) -> Response:
     return JSONResponse([{"id": i, "name": _name(lang)} for i, lang in _sorted(present)])
 
 
-@router.get("/languages/all", summary="Judge0: every language, with is_archived")
+@router.get(
+    "/languages/all",
+    summary="Judge0: every language, with is_archived",
+    responses=docs.LIST_RESPONSES,
+)
 async def all_languages(request: Request) -> Response:
     try:
         present = await _present(services(request))
@@ -353,13 +401,17 @@ async def all_languages(request: Request) -> Response:
     )
 
 
-@router.get("/languages/{language_id}", summary="Judge0: one language")
+@router.get(
+    "/languages/{language_id}",
+    summary="Judge0: one language",
+    responses=docs.LANGUAGE_RESPONSES,
+)
 async def one_language(language_id: str, request: Request) -> Response:
     try:
         present = await _present(services(request))
     except BgcError as exc:
         return _unavailable(exc)
-    language = present.get(int(language_id)) if language_id.isdigit() else None
+    language = present.get(int(language_id)) if re.fullmatch(r"[0-9]{1,9}", language_id) else None
     if language is None:
         return _not_found(request)
     compile_cmd = (
@@ -377,12 +429,12 @@ async def one_language(language_id: str, request: Request) -> Response:
     )
 
 
-@router.get("/statuses", summary="Judge0: the statuses, 1 to 14")
+@router.get("/statuses", summary="Judge0: the statuses, 1 to 14", responses=docs.LIST_RESPONSES)
 async def statuses() -> Response:
     return JSONResponse([{"id": i, "description": text} for i, text in STATUSES.items()])
 
 
-@router.get("/about", summary="Judge0: the API version it speaks")
+@router.get("/about", summary="Judge0: the API version it speaks", responses=docs.OBJECT_RESPONSES)
 async def about() -> Response:
     return JSONResponse(
         {
@@ -394,22 +446,35 @@ async def about() -> Response:
     )
 
 
-@router.get("/version", summary="Judge0: the API version, as text")
+@router.get(
+    "/version",
+    summary="Judge0: the API version, as text",
+    response_class=PlainTextResponse,
+    responses=docs.TEXT_RESPONSES,
+)
 async def version() -> Response:
     return PlainTextResponse(VERSION)
 
 
-@router.get("/config_info", summary="Judge0: its configuration, with this server's values")
+@router.get(
+    "/config_info",
+    summary="Judge0: its configuration, with this server's values",
+    responses=docs.OBJECT_RESPONSES,
+)
 async def config_info(request: Request) -> Response:
     return JSONResponse(_config(request).info())
 
 
-@router.get("/system_info", summary="Judge0: the machine (lscpu's lines, memory, swap)")
+@router.get(
+    "/system_info",
+    summary="Judge0: the machine (lscpu's lines, memory, swap)",
+    responses=docs.OBJECT_RESPONSES,
+)
 async def get_system_info() -> Response:
     return JSONResponse(await system_info())
 
 
-@router.get("/workers", summary="Judge0: the queue and its workers")
+@router.get("/workers", summary="Judge0: the queue and its workers", responses=docs.LIST_RESPONSES)
 async def workers(request: Request) -> Response:
     scheduler = services(request).scheduler
     busy = scheduler.busy_workers
@@ -429,7 +494,11 @@ async def workers(request: Request) -> Response:
     )
 
 
-@router.get("/statistics", summary="Judge0: submissions per day, language and status")
+@router.get(
+    "/statistics",
+    summary="Judge0: submissions per day, language and status",
+    responses=docs.OBJECT_RESPONSES,
+)
 async def statistics(request: Request) -> Response:
     languages = judge0_languages(services(request).languages)
     fresh = request.query_params.get("invalidate_cache") == "true"
