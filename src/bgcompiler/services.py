@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bgcompiler.errors import ImageNotFound
 from bgcompiler.languages import Language
 from bgcompiler.models import Limits
 from bgcompiler.sandbox.base import Sandbox
@@ -34,6 +35,15 @@ class Services:
     @property
     def default_limits(self) -> Limits:
         return limits_from(self.settings)
+
+    async def can_run(self, language: Language) -> bool:
+        """Whether the language's image is present (the engine's answers are cached);
+        EngineUnavailable when the engine does not answer."""
+        try:
+            await self.sandbox.check_image(language.image)
+        except ImageNotFound:
+            return False
+        return True
 
     @property
     def runtime(self) -> str:

@@ -40,7 +40,7 @@ from bgcompiler.api.judge0_render import (
 )
 from bgcompiler.api.judge0_wire import STATUSES, VERSION, FieldsError, parse_fields
 from bgcompiler.api.routes import services
-from bgcompiler.errors import BgcError, Busy, ClientError, ImageNotFound, InvalidRequest
+from bgcompiler.errors import BgcError, Busy, ClientError, InvalidRequest
 from bgcompiler.jobs.service import JobService
 from bgcompiler.languages import Language
 from bgcompiler.services import Services
@@ -63,14 +63,11 @@ def _config(request: Request) -> Judge0Config:
 
 async def _present(svc: Services) -> dict[int, Language]:
     """Judge0's ids of the languages whose image is present (the engine's answers cached)."""
-    present = {}
-    for judge0_id, language in judge0_languages(svc.languages).items():
-        try:
-            await svc.sandbox.check_image(language.image)
-        except ImageNotFound:
-            continue
-        present[judge0_id] = language
-    return present
+    return {
+        judge0_id: language
+        for judge0_id, language in judge0_languages(svc.languages).items()
+        if await svc.can_run(language)
+    }
 
 
 def _error(text: str, status: int, **extra: Any) -> JSONResponse:

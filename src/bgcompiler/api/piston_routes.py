@@ -19,7 +19,7 @@ from bgcompiler.api.piston_plan import PistonRuntime, build_plan, check_body, ru
 from bgcompiler.api.piston_render import piston_document
 from bgcompiler.api.routes import services
 from bgcompiler.api.running import outcome_of
-from bgcompiler.errors import BgcError, ClientError, ImageNotFound, Unavailable
+from bgcompiler.errors import BgcError, ClientError, Unavailable
 from bgcompiler.scheduler import Job
 from bgcompiler.services import Services
 
@@ -120,7 +120,7 @@ async def piston_execute(request: Request) -> JSONResponse:
     except (ValueError, UnicodeDecodeError) as exc:
         return JSONResponse({"message": f"the body is not JSON: {exc}"}, status_code=400)
     try:
-        checked = await check_body(svc, body, lambda runtime: _present(svc, runtime))
+        checked = await check_body(svc, body, lambda runtime: svc.can_run(runtime.language))
         plan = build_plan(svc, checked)
         svc.scheduler.check_room(plan.total_runs)
         outcome = await outcome_of(request, svc.scheduler, Job(uuid.uuid4().hex, plan))
@@ -134,16 +134,8 @@ async def _installed(svc: Services) -> list[PistonRuntime]:
     return [
         runtime
         for runtime in runtimes(list(svc.languages.values()))
-        if await _present(svc, runtime)
+        if await svc.can_run(runtime.language)
     ]
-
-
-async def _present(svc: Services, runtime: PistonRuntime) -> bool:
-    try:
-        await svc.sandbox.check_image(runtime.language.image)
-    except ImageNotFound:
-        return False
-    return True
 
 
 def _refusal(exc: BgcError) -> JSONResponse:

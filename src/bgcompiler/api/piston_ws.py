@@ -24,7 +24,6 @@ from starlette.websockets import WebSocketDisconnect
 
 from bgcompiler.api.piston_plan import PistonRuntime, build_plan, check_body
 from bgcompiler.api.piston_render import stage
-from bgcompiler.api.piston_routes import _present
 from bgcompiler.core.events import CompileFinished, Event, JobStarted, RunFinished
 from bgcompiler.errors import BgcError
 from bgcompiler.models import STDERR, STDOUT, RunResult, Status
@@ -203,7 +202,7 @@ class _Session:
         self._initialized = True
         svc = self._svc
         try:
-            checked = await check_body(svc, message, lambda runtime: _present(svc, runtime))
+            checked = await check_body(svc, message, lambda runtime: svc.can_run(runtime.language))
             plan = build_plan(svc, checked)
             self._runtime = checked.runtime
             # Piston's input from `init` is discarded: a live job's input is what is typed.
