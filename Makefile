@@ -8,7 +8,7 @@ SETUP_STAMP := $(VENV)/.installed
 CLIENTS_DIR := tests/clients/node
 CLIENTS_STAMP := $(CLIENTS_DIR)/node_modules/.installed
 
-.PHONY: setup engine images clients start test test-unit check lint typecheck clean bench
+.PHONY: setup engine images clients browser start test test-unit check lint typecheck clean bench
 
 setup: $(SETUP_STAMP) engine images
 
@@ -31,10 +31,14 @@ $(CLIENTS_STAMP): $(CLIENTS_DIR)/package.json $(CLIENTS_DIR)/package-lock.json
 	cd $(CLIENTS_DIR) && npm ci --no-audit --no-fund
 	touch $@
 
+# Debian's chromium for the tests of /docs (never a browser a tool downloads).
+browser:
+	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 start: setup
 	$(BGC) start $(ARGS)
 
-test: setup clients check
+test: setup clients browser check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(SETUP_STAMP)

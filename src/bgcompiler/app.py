@@ -10,22 +10,30 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from bgcompiler import __version__
+from bgcompiler.api.docs_assets import install_docs
 from bgcompiler.api.errors import RequestBodyLimit, install_error_handlers
+from bgcompiler.api.health import readiness
+from bgcompiler.api.health import router as health_router
 from bgcompiler.api.jobs_render import job_document
 from bgcompiler.api.jobs_routes import router as jobs_router
 from bgcompiler.api.judge0_plan import judge0_languages
 from bgcompiler.api.judge0_render import JUDGE0, judge0_callback
 from bgcompiler.api.judge0_routes import router as judge0_router
+from bgcompiler.api.metrics_routes import RequestMetrics
+from bgcompiler.api.metrics_routes import router as metrics_router
 from bgcompiler.api.piston_routes import router as piston_router
 from bgcompiler.api.piston_ws import router as piston_ws_router
+from bgcompiler.api.request_id import RequestId
 from bgcompiler.api.routes import router
 from bgcompiler.api.v1_routes import router as v1_router
 from bgcompiler.errors import StartupError
 from bgcompiler.jobs.service import JobService
 from bgcompiler.jobs.webhooks import Callback, Webhooks
 from bgcompiler.languages import load_languages
+from bgcompiler.metrics import Metrics
 from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.sandbox.docker import DockerSandbox
 from bgcompiler.sandbox.engine import Engine
@@ -48,7 +56,7 @@ Every error answer is JSON: `{"error": <code>, "message": <text>}`.
 """
 
 
-def docker_sandbox(settings: Settings) -> DockerSandbox:
+def docker_sandbox(settings: Settings, metrics: Metrics) -> DockerSandbox:
     helper = ensure_helper(settings.helper, Path(settings.cache_dir))
     return DockerSandbox(
         Engine(settings.docker_host, settings.engine_timeout),
@@ -60,6 +68,7 @@ def docker_sandbox(settings: Settings) -> DockerSandbox:
         artifact_bytes=settings.artifacts * 1024 * 1024,
         pool_budget=settings.pool_budget,
         pool_idle_s=settings.pool_idle,
+        metrics=metrics,
     )
 
 
@@ -82,7 +91,8 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
         except StartupError as exc:
             log.error("cannot start", reason=exc.message)
             raise
-        box = sandbox if sandbox is not None else docker_sandbox(settings)
+        metrics = Metrics(languages)
+        box = sandbox if sandbox is not None else docker_sandbox(settings, metrics)
         try:
             await box.open()
         except StartupError as exc:
@@ -90,7 +100,11 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
             log.error("cannot start", reason=exc.message)
             raise
         scheduler = Scheduler(
-            box, workers=settings.workers, backlog=settings.backlog, pin_cpus=settings.pin_cpus
+            box,
+            workers=settings.workers,
+            backlog=settings.backlog,
+            pin_cpus=settings.pin_cpus,
+            metrics=metrics,
         )
         scheduler.start()
         store = JobStore(engine)
@@ -99,6 +113,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
             secret=settings.webhook_secret,
             retries=settings.webhook_retries,
             allow_private=settings.webhook_allow_private,
+            metrics=metrics,
         )
 
         async def rendered(job_id: str) -> Callback:
@@ -128,6 +143,8 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
         app.state.services = Services(settings, box, scheduler, languages)
         app.state.jobs = jobs
         app.state.webhooks = webhooks
+        app.state.readiness = readiness(box, store, scheduler, settings.engine_timeout)
+        app.state.metrics = metrics
         log.info(
             "ready",
             workers=settings.workers,
@@ -149,13 +166,28 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own pages load their scripts from a CDN: install_docs
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(router)
+    app.include_router(health_router)
     app.include_router(v1_router)
     app.include_router(jobs_router)
     app.include_router(piston_router)
     app.include_router(judge0_router)
     app.include_router(piston_ws_router)
+    app.include_router(metrics_router)
+    app.add_middleware(RequestMetrics)  # innermost: it reads the route the router chose
     app.add_middleware(RequestBodyLimit, limit=settings.max_body_bytes)
+    if settings.cors_origin:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origin),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestId)  # outermost: whatever is logged for a request carries its id
     return app

@@ -6,7 +6,6 @@ are passed to Settings, so the environment fills in the rest.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from typing import Any
@@ -21,7 +20,8 @@ EXIT_STARTUP_FAILED = 3
 
 
 def _settings_from(options: dict[str, Any]) -> Settings:
-    given = {key: value for key, value in options.items() if value is not None}
+    # A repeatable flag not given is (), not None: the environment fills it in then too.
+    given = {key: value for key, value in options.items() if value not in (None, ())}
     try:
         return Settings(**given)
     except ValidationError as exc:
@@ -84,10 +84,20 @@ def main() -> None:
     default=None,
     help="Allow callbacks to loopback and private addresses. [off]",
 )
+@click.option(
+    "--cors-origin",
+    multiple=True,
+    help="An origin (https://host[:port]) whose pages may call the API; repeatable. [none]",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    help="Log lines as key=value text or as JSON. [console; json if BGC_LOG_JSON=1]",
+)
 def start(**options: Any) -> None:
     """Start the HTTP service."""
     settings = _settings_from(options)
-    configure_logging(verbose=settings.verbose, json=os.environ.get("BGC_LOG_JSON") == "1")
+    configure_logging(verbose=settings.verbose, json=settings.json_logs)
     from bgcompiler.app import create_app, request_stop  # late: nothing runs at import time
     from bgcompiler.server import StoppingServer, raise_open_file_limit, server_config
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import math
 import os
@@ -26,6 +27,8 @@ from bgcompiler.core.execute import execute
 from bgcompiler.core.outcome import Outcome
 from bgcompiler.core.plan import Plan
 from bgcompiler.errors import Busy, ShuttingDown
+from bgcompiler.logs import run_figures
+from bgcompiler.metrics import Metrics
 from bgcompiler.models import RunResult, RunSpec
 from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.sandbox.live import Live
@@ -54,9 +57,15 @@ class Job:
     not_started: int = field(init=False)
     task: asyncio.Task[None] | None = field(default=None, init=False)
     cancelled: bool = field(default=False, init=False)
+    # Whoever submitted it bound their log context (request id, ...); with the job's id it
+    # goes with the job's work to whichever worker runs it.
+    log_context: contextvars.Context = field(init=False)
+    queued_at: float = field(default=0.0, init=False)  # the loop's time at admission
 
     def __post_init__(self) -> None:
         self.outcome = asyncio.get_running_loop().create_future()
+        self.log_context = contextvars.copy_context()
+        self.log_context.run(structlog.contextvars.bind_contextvars, job=self.id)
         self.not_started = self.plan.total_runs
 
 
@@ -76,9 +85,16 @@ class Scheduler:
     """Admission control plus `workers` coroutines that execute jobs in FIFO order."""
 
     def __init__(
-        self, sandbox: Sandbox, *, workers: int, backlog: int, pin_cpus: bool = False
+        self,
+        sandbox: Sandbox,
+        *,
+        workers: int,
+        backlog: int,
+        pin_cpus: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sandbox = sandbox
+        self._metrics = metrics
         self._workers = workers
         # With a CPU to spare for the service and the engine (CPU 0), each worker's runs are
         # pinned to a CPU of their own, so that runs do not migrate or share a core.
@@ -95,6 +111,8 @@ class Scheduler:
         self._idle = asyncio.Event()
         self._idle.set()
         self._mean_run_s = 0.5  # a running estimate, for Retry-After
+        if metrics is not None:
+            metrics.watch_queue(self)
 
     # --- what the API sees ---------------------------------------------------------------
 
@@ -113,8 +131,18 @@ class Scheduler:
         return self._busy_workers
 
     @property
+    def accepting(self) -> bool:
+        """Whether it admits jobs and has its workers (none has died, it is not stopping)."""
+        alive = len(self._worker_tasks) == self._workers
+        return alive and not self._closing and not any(t.done() for t in self._worker_tasks)
+
+    @property
     def workers(self) -> int:
         return self._workers
+
+    @property
+    def backlog(self) -> int:
+        return self._backlog
 
     def check_room(self, runs: int) -> None:
         """Raises Busy/ShuttingDown now if a job of `runs` runs would be refused.
@@ -126,6 +154,10 @@ class Scheduler:
             raise ShuttingDown("the service is shutting down")
         would_wait = self._waiting_if(self._pending + runs, len(self._queue) + 1)
         if would_wait > self._backlog:
+            # Counted here, where every API's admission is decided, whatever shape its
+            # 503 then takes.
+            if self._metrics is not None:
+                self._metrics.rejected(503, Busy.code)
             raise Busy(
                 f"the backlog is full: {self.waiting_runs} runs are waiting and this request "
                 f"adds {runs}; at most {self._backlog} may wait",
@@ -141,6 +173,7 @@ class Scheduler:
         else:
             self.check_room(job.not_started)
         self._pending += job.not_started
+        job.queued_at = asyncio.get_running_loop().time()
         self._queue.append(job)
         self._idle.clear()
         self._wakeup.set()
@@ -198,8 +231,12 @@ class Scheduler:
                 await self._wakeup.wait()
                 continue
             job = self._queue.popleft()
+            if self._metrics is not None:
+                self._metrics.queue_waited(asyncio.get_running_loop().time() - job.queued_at)
             self._busy_workers += 1
-            job.task = asyncio.create_task(self._execute(job, cpuset))
+            job.task = asyncio.create_task(
+                self._execute(job, cpuset), context=job.log_context.copy()
+            )
             try:
                 await asyncio.wait([job.task])
             except asyncio.CancelledError:
@@ -244,7 +281,17 @@ class Scheduler:
             result = await self._sandbox.run_live(spec, job.live)
         else:
             result = await self._sandbox.run(spec)
-        self._mean_run_s += 0.1 * ((loop.time() - started) - self._mean_run_s)
+        log.info("run finished", **run_figures(result))
+        elapsed = loop.time() - started
+        self._mean_run_s += 0.1 * (elapsed - self._mean_run_s)
+        if self._metrics is not None:
+            self._metrics.run_finished(
+                status=result.status.value,
+                runtime=spec.runtime,
+                language=job.plan.language,
+                compile=spec.artifacts,
+                seconds=elapsed,
+            )
         return result
 
     async def _spread(
@@ -284,7 +331,9 @@ class Scheduler:
 
     async def _take_one(self, spread: _Spread, cpuset: str | None) -> None:
         index, spec = spread.pending.popleft()
-        task = asyncio.create_task(self._deliver(spread, index, spec, cpuset))
+        task = asyncio.create_task(
+            self._deliver(spread, index, spec, cpuset), context=spread.job.log_context.copy()
+        )
         spread.running.add(task)
         try:
             await asyncio.wait([task])

@@ -110,6 +110,8 @@ def server_config(app: Any, settings: Settings) -> uvicorn.Config:
         port=settings.port,
         http=deadline_protocol(settings.client_timeout),
         log_level="debug" if settings.verbose else "info",
+        # In JSON, uvicorn's loggers propagate to the JSON handler instead of their own text.
+        log_config=None if settings.json_logs else uvicorn.config.LOGGING_CONFIG,
         # After SIGTERM the app itself ends what is still running at --shutdown-grace, with
         # a 503 for each request (StoppingServer); uvicorn's own deadline, which would cancel
         # the requests and answer a plain-text 500, comes only after those answers are out.

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ORIGIN = re.compile(r"https?://[^/\s]+")
 
 
 def default_workers() -> int:
@@ -108,12 +112,38 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         False, description="allow callbacks to loopback, private and link-local addresses"
     )
+    cors_origin: tuple[str, ...] = Field(
+        (), description="origins whose pages may call the API from a browser; none: CORS off"
+    )
+    log_format: Literal["console", "json"] = Field(
+        "console", description="log lines as key=value text or as one JSON object each"
+    )
+    log_json: bool = Field(
+        False, description="BGC_LOG_JSON=1: the same as --log-format json, which wins if given"
+    )
+
+    @field_validator("cors_origin")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        # A browser's Origin header is scheme://host[:port], never with a path or a final
+        # slash: an origin written otherwise would silently never match.
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) nor *")
+        return origins
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.output * 1024 > 64 * 1024 * 1024:
             raise ValueError("output must be at most 65536 KB")
         return self
+
+    @property
+    def json_logs(self) -> bool:
+        """--log-format when given (flag or BGC_LOG_FORMAT), else BGC_LOG_JSON."""
+        if "log_format" in self.model_fields_set:
+            return self.log_format == "json"
+        return self.log_json
 
     @property
     def runtime_name(self) -> str | None:

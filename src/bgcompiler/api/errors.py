@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bgcompiler.errors import BgcError, InvalidRequest, Unavailable
+from bgcompiler.errors import BgcError, Busy, InvalidRequest, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -69,10 +69,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return _validation_response(exc)
 
     @app.exception_handler(BgcError)
-    async def _ours(_: Request, exc: BgcError) -> JSONResponse:
+    async def _ours(request: Request, exc: BgcError) -> JSONResponse:
         headers = None
         if isinstance(exc, Unavailable):
             headers = {"Retry-After": str(exc.retry_after)}
+            _count_rejection(request, exc)
         field = exc.field if isinstance(exc, InvalidRequest) else None
         return error_response(exc.http_status, exc.code, exc.message, field=field, headers=headers)
 
@@ -86,6 +87,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", error=repr(exc))
         return error_response(500, "internal_error", "an unexpected error occurred in the service")
+
+
+def _count_rejection(request: Request, exc: Unavailable) -> None:
+    """A refusal for the service's state, by reason. Busy is counted by the scheduler,
+    where every API's admission is decided; a plain Unavailable is a client that left, and
+    nobody receives its answer."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and not isinstance(exc, Busy) and type(exc) is not Unavailable:
+        metrics.rejected(exc.http_status, exc.code)
 
 
 class RequestBodyLimit:

@@ -20,6 +20,7 @@ import aiohttp
 import structlog
 
 from bgcompiler.jobs.addresses import PublicResolver, check_callback
+from bgcompiler.metrics import Metrics
 from bgcompiler.store.jobs import JobStore
 
 log = structlog.get_logger(__name__)
@@ -44,9 +45,16 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 class Webhooks:
     def __init__(
-        self, store: JobStore, *, secret: str | None, retries: int, allow_private: bool
+        self,
+        store: JobStore,
+        *,
+        secret: str | None,
+        retries: int,
+        allow_private: bool,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._secret = secret
         self._retries = retries
         self._resolver = PublicResolver(allow_private)
@@ -99,7 +107,12 @@ class Webhooks:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self._store.delivery(job_id, attempt, status, error)
-            if status is not None and 200 <= status < 300:
+            delivered = status is not None and 200 <= status < 300
+            if self._metrics is not None:
+                self._metrics.webhook_attempt(status)
+                if delivered or attempt > self._retries:
+                    self._metrics.webhook_ended(delivered=delivered)
+            if delivered:
                 return
             if attempt <= self._retries:
                 await asyncio.sleep(backoff)

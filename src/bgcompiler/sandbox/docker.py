@@ -11,6 +11,7 @@ import time
 import structlog
 
 from bgcompiler.errors import BgcError, EngineUnavailable, SandboxError, StartupError
+from bgcompiler.metrics import Metrics
 from bgcompiler.models import Limits, RunResult, RunSpec
 from bgcompiler.sandbox.attach import AttachedStream
 from bgcompiler.sandbox.capture import Capture
@@ -78,8 +79,10 @@ class DockerSandbox:
         artifact_bytes: int,
         pool_budget: int,
         pool_idle_s: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self._engine = engine
+        self._metrics = metrics
         self._lease = lease
         self._check_runtime = check_runtime
         self._check_image = check_image
@@ -99,6 +102,8 @@ class DockerSandbox:
             if pool_budget > 0
             else None
         )
+        if metrics is not None and self._pool is not None:
+            metrics.watch_pool(self._pool.counts)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -224,6 +229,8 @@ class DockerSandbox:
     async def _run(self, spec: RunSpec, *, warm: bool, live: Live | None = None) -> RunResult:
         started = self._pool.take(spec) if warm and self._pool is not None else None
         container_id = started.container_id if started else None
+        if warm and self._metrics is not None:
+            self._metrics.pool_take(warm=started is not None)
         try:
             if started is None:  # nothing warm for this spec: start one now
                 started = await self._launch(spec, live=live is not None)
@@ -262,6 +269,7 @@ class DockerSandbox:
         Cancelled at any point (a client gone, a shutdown), it leaves nothing behind: a
         create the engine is already carrying out is let finish, and its container removed.
         """
+        begun = time.monotonic()
         creating = asyncio.ensure_future(
             self._engine.create(container_config(spec, self._lease.labels, self._helper, live=live))
         )
@@ -286,6 +294,8 @@ class DockerSandbox:
             self._monitor.forget(container_id)
             self._remove_later(container_id)
             raise
+        if self._metrics is not None:
+            self._metrics.container_started(time.monotonic() - begun)
         return Started(container_id, stream, watch)
 
     def _remove_created(self, creating: asyncio.Future[str]) -> None:

@@ -20,13 +20,15 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 
 from bgcompiler.errors import BgcError
-from bgcompiler.models import RunSpec
+from bgcompiler.metrics import PoolCount
+from bgcompiler.models import Limits, RunSpec
 from bgcompiler.sandbox.attach import AttachedStream
 from bgcompiler.sandbox.monitor import ContainerWatch, EngineMonitor
 
@@ -46,9 +48,17 @@ class Started:
     watch: ContainerWatch
 
 
-def pool_key(spec: RunSpec) -> Hashable:
+class PoolKey(NamedTuple):
+    image: str
+    runtime: str | None
+    limits: Limits
+    artifacts: bool
+    cpuset: str | None
+
+
+def pool_key(spec: RunSpec) -> PoolKey:
     """Everything a container's configuration depends on (the command is not among it)."""
-    return (spec.image, spec.runtime, spec.limits, spec.artifacts, spec.cpuset)
+    return PoolKey(spec.image, spec.runtime, spec.limits, spec.artifacts, spec.cpuset)
 
 
 class WarmPool:
@@ -66,11 +76,11 @@ class WarmPool:
         self._monitor = monitor
         self._budget = budget
         self._idle_s = idle_s
-        self._ready: OrderedDict[Hashable, deque[Started]] = OrderedDict()  # LRU order
-        self._last_used: dict[Hashable, float] = {}
-        self._target: dict[Hashable, int] = {}
-        self._missed: set[Hashable] = set()  # keys found empty since the last reap
-        self._filling: dict[Hashable, int] = {}
+        self._ready: OrderedDict[PoolKey, deque[Started]] = OrderedDict()  # LRU order
+        self._last_used: dict[PoolKey, float] = {}
+        self._target: dict[PoolKey, int] = {}
+        self._missed: set[PoolKey] = set()  # keys found empty since the last reap
+        self._filling: dict[PoolKey, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -81,6 +91,23 @@ class WarmPool:
     @property
     def starting(self) -> int:
         return sum(self._filling.values())
+
+    def counts(self) -> list[PoolCount]:
+        """Ready and starting containers of each key in use (for the metrics)."""
+        keys: list[PoolKey] = [
+            *self._ready,
+            *(k for k, n in self._filling.items() if n and k not in self._ready),
+        ]
+        return [
+            PoolCount(
+                key.image,
+                key.runtime,
+                key.artifacts,
+                len(self._ready.get(key, ())),
+                self._filling.get(key, 0),
+            )
+            for key in keys
+        ]
 
     async def settle(self) -> None:
         """Returns once no container is being started for the pool."""
@@ -134,7 +161,7 @@ class WarmPool:
             and self._monitor.connected
         )
 
-    def _refill(self, key: Hashable, spec: RunSpec) -> None:
+    def _refill(self, key: PoolKey, spec: RunSpec) -> None:
         """Starts containers for the key until ready + starting reach its target."""
         target = self._target.setdefault(key, min(MIN_TARGET, self._budget))
         while len(self._ready[key]) + self._filling.get(key, 0) < target:
@@ -146,7 +173,7 @@ class WarmPool:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _evict_other(self, key: Hashable) -> bool:
+    def _evict_other(self, key: PoolKey) -> bool:
         """Frees one place by removing a container of the least recently used other key."""
         for other, ready in self._ready.items():
             if other != key and ready:
@@ -154,7 +181,7 @@ class WarmPool:
                 return True
         return False
 
-    async def _fill(self, key: Hashable, spec: RunSpec) -> None:
+    async def _fill(self, key: PoolKey, spec: RunSpec) -> None:
         try:
             started = await self._launch(spec)
         except BgcError as exc:

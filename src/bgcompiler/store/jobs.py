@@ -417,6 +417,14 @@ class JobStore:
         following = _make_cursor(rows[-1]) if more and rows else None
         return rows, following
 
+    async def ping(self) -> None:
+        """One cheap read of the jobs table: StoreUnavailable unless the database answers."""
+
+        def one(connection: Connection) -> None:
+            connection.execute(select(jobs.c.id).limit(1)).all()
+
+        await self._read(one)
+
     async def count_queued_runs(self) -> int:
         def count(connection: Connection) -> int:
             total = connection.scalar(
