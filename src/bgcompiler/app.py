@@ -11,8 +11,11 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Match
+from starlette.types import Scope
 
 from bgcompiler import __version__
+from bgcompiler.api.auth import ApiKeys
 from bgcompiler.api.docs_assets import install_docs
 from bgcompiler.api.errors import RequestBodyLimit, install_error_handlers
 from bgcompiler.api.health import readiness
@@ -34,6 +37,7 @@ from bgcompiler.jobs.service import JobService
 from bgcompiler.jobs.webhooks import Callback, Webhooks
 from bgcompiler.languages import load_languages
 from bgcompiler.metrics import Metrics
+from bgcompiler.ratelimit import RATELIMIT_HEADERS
 from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.sandbox.docker import DockerSandbox
 from bgcompiler.sandbox.engine import Engine
@@ -44,6 +48,7 @@ from bgcompiler.services import Services, limits_from
 from bgcompiler.settings import Settings
 from bgcompiler.store.database import database_url, open_database
 from bgcompiler.store.jobs import JobStore
+from bgcompiler.store.keys import KeyStore
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +75,11 @@ def docker_sandbox(settings: Settings, metrics: Metrics) -> DockerSandbox:
         pool_idle_s=settings.pool_idle,
         metrics=metrics,
     )
+
+
+def _judge0_route(scope: Scope) -> bool:
+    """Whether the request is for one of Judge0's routes (they answer 401 as Judge0 does)."""
+    return any(route.matches(scope)[0] is not Match.NONE for route in judge0_router.routes)
 
 
 def request_stop(app: FastAPI) -> None:
@@ -145,6 +155,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
         app.state.webhooks = webhooks
         app.state.readiness = readiness(box, store, scheduler, settings.engine_timeout)
         app.state.metrics = metrics
+        app.state.keys = KeyStore(engine)
         log.info(
             "ready",
             workers=settings.workers,
@@ -181,13 +192,17 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.add_middleware(RequestMetrics)  # innermost: it reads the route the router chose
     app.add_middleware(RequestBodyLimit, limit=settings.max_body_bytes)
+    if settings.require_api_key:
+        # Outside the body cap (a request without a key is refused before its body is
+        # read), inside CORS (a browser's preflight carries no key).
+        app.add_middleware(ApiKeys, judge0=_judge0_route)
     if settings.cors_origin:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origin),
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=["X-Request-ID", "Retry-After", *RATELIMIT_HEADERS],
         )
     app.add_middleware(RequestId)  # outermost: whatever is logged for a request carries its id
     return app

@@ -1,4 +1,5 @@
-"""Command line: `bg-compiler start` (the seed's flags and ours) and `bg-compiler images`.
+"""Command line: `bg-compiler start` (the seed's flags and ours), `bg-compiler images` and
+`bg-compiler keys`.
 
 Flags win over env vars `BGC_<FLAG>`, which win over defaults; only flags actually given
 are passed to Settings, so the environment fills in the rest.
@@ -90,6 +91,11 @@ def main() -> None:
     help="An origin (https://host[:port]) whose pages may call the API; repeatable. [none]",
 )
 @click.option(
+    "--require-api-key/--no-require-api-key",
+    default=None,
+    help="Every route but liveness, readiness and the docs needs a key (`keys create`). [off]",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["console", "json"]),
     help="Log lines as key=value text or as JSON. [console; json if BGC_LOG_JSON=1]",
@@ -145,3 +151,136 @@ def images_list(recipes: str | None) -> None:
         recipe = book.recipes[name]
         present = "present" if image_recipes.image_present(recipe.tag) else "missing"
         click.echo(f"{name:12} {recipe.tag:28} {present}")
+
+
+def _store_options(command: Any) -> Any:
+    """The store options of `start`, for the commands that work on the store."""
+    command = click.option(
+        "--database-url", help="A PostgreSQL job store: postgresql://user@host:port/db."
+    )(command)
+    return click.option(
+        "--data-dir", help="Where the embedded job store lives. [~/.local/share/bg-compiler]"
+    )(command)
+
+
+def _key_store(data_dir: str | None, database_url: str | None) -> Any:
+    import asyncio
+
+    from bgcompiler.errors import StartupError
+    from bgcompiler.store.database import database_url as url_of
+    from bgcompiler.store.database import open_database
+    from bgcompiler.store.keys import KeyStore
+
+    settings = _settings_from({"data_dir": data_dir, "database_url": database_url})
+    try:
+        url = url_of(settings.database_url, settings.data_dir)
+        return KeyStore(asyncio.run(open_database(url, settings.data_dir)))
+    except StartupError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (used with `start --require-api-key`)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="The key's name: in logs, and owner of its jobs.")
+@click.option(
+    "--rate", default="20/s", show_default=True, help="Runs added to its bucket: N/s, N/m or N/h."
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Runs its bucket holds.",
+)
+@click.option("--runs-per-day", type=click.IntRange(min=1), help="Runs a UTC day. [no limit]")
+@click.option(
+    "--max-count", type=click.IntRange(min=1), help="Runs one request may need. [the server's]"
+)
+@click.option(
+    "--max-memory", type=click.IntRange(min=6), help="MB per run, at most. [the server's]"
+)
+@click.option(
+    "--max-time-ms", type=click.IntRange(min=1), help="Time per run, at most. [the server's]"
+)
+@click.option("--admin", is_flag=True, help="Sees every key's jobs, and /metrics.")
+@_store_options
+def keys_create(
+    name: str,
+    rate: str,
+    burst: int,
+    runs_per_day: int | None,
+    max_count: int | None,
+    max_memory: int | None,
+    max_time_ms: int | None,
+    admin: bool,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Create a key; its secret is printed once (the store keeps only a hash of it)."""
+    from bgcompiler.errors import BgcError
+    from bgcompiler.keys import ApiKey, check_name, new_secret, parse_rate
+
+    try:
+        key = ApiKey(
+            name=check_name(name),
+            rate=parse_rate(rate),
+            burst=burst,
+            admin=admin,
+            runs_per_day=runs_per_day,
+            max_count=max_count,
+            max_memory_mb=max_memory,
+            max_time_ms=max_time_ms,
+        )
+        secret = new_secret()
+        _key_store(data_dir, database_url).create(key, secret)
+    except BgcError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(secret)
+    click.echo(f"key {name!r} created; its secret is shown only this once", err=True)
+
+
+@keys.command("list")
+@_store_options
+def keys_list(data_dir: str | None, database_url: str | None) -> None:
+    """Every key (never its secret): prefix, rights, limits, runs today, state."""
+    from bgcompiler.errors import BgcError
+
+    try:
+        listed = _key_store(data_dir, database_url).list()
+    except BgcError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(
+        f"{'NAME':20} {'PREFIX':13} {'ADMIN':5} {'RATE/S':>8} {'BURST':>6} {'PER DAY':>8} "
+        f"{'TODAY':>7} {'MAX COUNT':>9} {'MAX MB':>6} {'MAX MS':>7} STATE"
+    )
+
+    def shown(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    for key, today in listed:
+        click.echo(
+            f"{key.name:20} {key.prefix + '…':13} {'yes' if key.admin else 'no':5} "
+            f"{key.rate:>8g} {key.burst:>6} {shown(key.runs_per_day):>8} {today:>7} "
+            f"{shown(key.max_count):>9} {shown(key.max_memory_mb):>6} "
+            f"{shown(key.max_time_ms):>7} {'revoked' if key.revoked_at else 'active'}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("name")
+@_store_options
+def keys_revoke(name: str, data_dir: str | None, database_url: str | None) -> None:
+    """Revoke the key NAME: from the next request on, it answers 401."""
+    from bgcompiler.errors import BgcError
+
+    try:
+        revoked = _key_store(data_dir, database_url).revoke(name)
+    except BgcError as exc:
+        raise click.ClickException(exc.message) from exc
+    if not revoked:
+        raise click.ClickException(f"no active key named {name!r}")
+    click.echo(f"key {name!r} revoked")

@@ -4,8 +4,11 @@
     ├── ClientError               the request is at fault: a 4xx
     │   ├── InvalidRequest        422: a field's value is not acceptable
     │   ├── ImageNotFound         422: the image is not present on the engine (we never pull)
-    │   ├── NotFound              404: no such job
-    │   └── Conflict              409: the job is in a state that does not allow it
+    │   ├── NotFound              404: no such job (or another key's)
+    │   ├── Conflict              409: the job is in a state that does not allow it
+    │   ├── Unauthorized          401: no API key, or not a valid one
+    │   ├── Forbidden             403: the key lacks the right (admin, or a request past its caps)
+    │   └── RateLimited           429: the key's runs per second or per day are spent
     ├── Unavailable               503: try again later
     │   ├── Busy                  the backlog cannot hold all runs of the request
     │   ├── EngineUnavailable     the Docker engine does not answer, or answers with errors
@@ -69,6 +72,27 @@ class NotFound(ClientError):
 class Conflict(ClientError):
     code = "conflict"
     http_status = 409
+
+
+class Unauthorized(ClientError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(ClientError):
+    code = "forbidden"
+    http_status = 403
+
+
+class RateLimited(ClientError):
+    """`reason` is "rate_limited" (the bucket is short) or "quota" (the day's runs are spent)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, *, reason: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.code = reason
+        self.retry_after = retry_after
 
 
 class Unavailable(BgcError):

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     cors_origin: tuple[str, ...] = Field(
         (), description="origins whose pages may call the API from a browser; none: CORS off"
     )
+    require_api_key: bool = Field(
+        False,
+        description="every route but liveness, readiness and the docs needs an API key "
+        "(bg-compiler keys create); each key's runs are rate limited and counted per day",
+    )
     log_format: Literal["console", "json"] = Field(
         "console", description="log lines as key=value text or as one JSON object each"
     )

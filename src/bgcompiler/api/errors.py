@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bgcompiler.errors import BgcError, Busy, InvalidRequest, Unavailable
+from bgcompiler.errors import BgcError, Busy, InvalidRequest, RateLimited, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +74,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, Unavailable):
             headers = {"Retry-After": str(exc.retry_after)}
             _count_rejection(request, exc)
+        elif isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": 'Bearer realm="bg-compiler"'}
         field = exc.field if isinstance(exc, InvalidRequest) else None
         return error_response(exc.http_status, exc.code, exc.message, field=field, headers=headers)
 

@@ -14,12 +14,14 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from bgcompiler.api.admission import admit
+from bgcompiler.api.auth import caller_of, may_see, owner_of
 from bgcompiler.api.docs import ERROR_RESPONSES
 from bgcompiler.api.jobs_render import event_payload, job_document
 from bgcompiler.api.jobs_schemas import JobOut, JobPage, JobRequest, JobStatus
 from bgcompiler.api.routes import services
 from bgcompiler.api.v1_plan import v1_plan
-from bgcompiler.errors import InvalidRequest
+from bgcompiler.errors import InvalidRequest, NotFound
 from bgcompiler.jobs.service import JobService
 from bgcompiler.store.jobs import FINAL, Delivery, JobRow
 
@@ -32,6 +34,15 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 def jobs(request: Request) -> JobService:
     found: JobService = request.app.state.jobs
     return found
+
+
+async def visible_job(request: Request, job_id: str) -> JobRow:
+    """The job, if this request's key may see it; another key's job is NotFound, as one
+    that does not exist (a 403 would tell that the id is in use)."""
+    row = await jobs(request).get(job_id)
+    if not may_see(request, row.owner):
+        raise NotFound(f"no job {job_id!r}")
+    return row
 
 
 async def document(
@@ -53,7 +64,7 @@ async def document(
 async def submit(body: JobRequest, request: Request) -> JSONResponse:
     svc = services(request)
     service = jobs(request)
-    plan = v1_plan(svc, body)
+    plan = await admit(request, svc, v1_plan(svc, body))
     await svc.sandbox.check_image(plan.run.image)
     if body.callback_url is not None:
         webhooks = request.app.state.webhooks
@@ -65,7 +76,13 @@ async def submit(body: JobRequest, request: Request) -> JSONResponse:
         await webhooks.check(body.callback_url)
     job_id = uuid.uuid4().hex
     metadata = json.dumps(body.metadata) if body.metadata is not None else None
-    row = await service.submit(job_id, plan, metadata=metadata, callback_url=body.callback_url)
+    row = await service.submit(
+        job_id,
+        plan,
+        metadata=metadata,
+        callback_url=body.callback_url,
+        owner=owner_of(request),
+    )
     deliveries: list[Delivery] | None = [] if row.callback_url else None
     return JSONResponse(
         job_document(row, deliveries),
@@ -87,7 +104,11 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JSONResponse:
     service = jobs(request)
-    rows, following = await service.store.page(status=status, limit=limit, cursor=cursor)
+    caller = caller_of(request)
+    owner = caller.key.name if caller is not None and not caller.key.admin else None
+    rows, following = await service.store.page(
+        status=status, limit=limit, cursor=cursor, owner=owner
+    )
     listed = []
     for row in rows:
         deliveries = await service.store.deliveries(row.id) if row.callback_url else None
@@ -107,7 +128,8 @@ async def get_job(
     wait: Annotated[float | None, Query(gt=0, le=60, description="seconds, at most 60")] = None,
 ) -> JSONResponse:
     service = jobs(request)
-    row = await service.wait(job_id, wait) if wait is not None else None
+    row = await visible_job(request, job_id)
+    row = await service.wait(job_id, wait) if wait is not None else row
     # Answered as rendered (not re-serialized through the schema): `result` is then exactly
     # the document POST /api/v1/runs answers, absent fields absent rather than null.
     return JSONResponse(await document(service, job_id, row=row))
@@ -121,13 +143,14 @@ async def get_job(
 )
 async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     service = jobs(request)
+    await visible_job(request, job_id)
     await service.cancel(job_id)
     return JSONResponse(await document(service, job_id))
 
 
 async def existing_job(job_id: str, request: Request) -> str:
     """The job's id, once it is known to exist (a 404 before any stream starts)."""
-    await jobs(request).get(job_id)
+    await visible_job(request, job_id)
     return job_id
 
 

@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from bgcompiler import __version__
 from bgcompiler.api import judge0_docs as docs
+from bgcompiler.api.admission import admit
+from bgcompiler.api.auth import may_see, owner_of
 from bgcompiler.api.judge0_info import STATISTICS, system_info
 from bgcompiler.api.judge0_plan import (
     Judge0Config,
@@ -40,7 +42,14 @@ from bgcompiler.api.judge0_render import (
 )
 from bgcompiler.api.judge0_wire import STATUSES, VERSION, FieldsError, parse_fields
 from bgcompiler.api.routes import services
-from bgcompiler.errors import BgcError, Busy, ClientError, InvalidRequest
+from bgcompiler.errors import (
+    BgcError,
+    Busy,
+    ClientError,
+    Forbidden,
+    InvalidRequest,
+    RateLimited,
+)
 from bgcompiler.jobs.service import JobService
 from bgcompiler.languages import Language
 from bgcompiler.services import Services
@@ -89,6 +98,14 @@ def _unavailable(exc: BgcError) -> JSONResponse:
     return _error(exc.message, 503 if exc.http_status == 503 else 500)
 
 
+def _refused(exc: RateLimited | Forbidden) -> JSONResponse:
+    """A key's limits, in Judge0's error shape (Judge0 has none: its clients read `error`)."""
+    answer = _error(exc.message, exc.http_status)
+    if isinstance(exc, RateLimited):
+        answer.headers["Retry-After"] = str(exc.retry_after)
+    return answer
+
+
 def _field_error(exc: ClientError) -> dict[str, list[str]]:
     """One of our refusals in Judge0's 422 shape, under the field it names."""
     return {getattr(exc, "field", None) or "base": [exc.message]}
@@ -128,7 +145,7 @@ async def _submit(
             await request.app.state.webhooks.check(submission.callback_url)
         except InvalidRequest as exc:
             raise Judge0Invalid({"callback_url": [exc.message]}) from exc
-    plan = build_plan(svc, submission, known[submission.language_id])
+    plan = await admit(request, svc, build_plan(svc, submission, known[submission.language_id]))
     return await _jobs(request).submit(
         uuid.uuid4().hex,
         plan,
@@ -136,6 +153,7 @@ async def _submit(
         callback_url=submission.callback_url or None,
         api=JUDGE0,
         request=submission.to_json(),
+        owner=owner_of(request),
     )
 
 
@@ -173,6 +191,8 @@ async def create_submission(request: Request) -> Response:
         row = await _submit(request, body, known, base64_encoded=base64_encoded)
     except Judge0Invalid as exc:
         return JSONResponse(exc.errors, status_code=422)
+    except (RateLimited, Forbidden) as exc:
+        return _refused(exc)
     except ClientError as exc:
         return JSONResponse(_field_error(exc), status_code=422)
     except BgcError as exc:
@@ -234,6 +254,13 @@ async def create_batch(request: Request) -> Response:
         except Judge0Invalid as exc:
             answers.append(exc.errors)
             continue
+        except (RateLimited, Forbidden) as exc:
+            # Refused whole while nothing is stored; past that, the submissions stored
+            # keep their tokens and this one (as each after it) says why it was not.
+            if not any("token" in answer for answer in answers):
+                return _refused(exc)
+            answers.append({"error": exc.message})
+            continue
         except ClientError as exc:
             answers.append(_field_error(exc))
             continue
@@ -288,7 +315,9 @@ async def _row(request: Request, token: str) -> JobRow | None:
     if job_id is None:
         return None
     row = await _jobs(request).store.get(job_id)
-    return row if row is not None and row.api == JUDGE0 else None
+    # Another key's submission is unknown to this one, as in GET /api/v1/jobs/{id}.
+    visible = row is not None and row.api == JUDGE0 and may_see(request, row.owner)
+    return row if visible else None
 
 
 @router.get(

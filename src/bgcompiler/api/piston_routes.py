@@ -15,11 +15,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from bgcompiler.api.admission import admit
 from bgcompiler.api.piston_plan import PistonRuntime, build_plan, check_body, runtimes
 from bgcompiler.api.piston_render import piston_document
 from bgcompiler.api.routes import services
 from bgcompiler.api.running import outcome_of
-from bgcompiler.errors import BgcError, ClientError, Unavailable
+from bgcompiler.errors import BgcError, ClientError, Forbidden, RateLimited, Unavailable
 from bgcompiler.scheduler import Job
 from bgcompiler.services import Services
 
@@ -121,8 +122,7 @@ async def piston_execute(request: Request) -> JSONResponse:
         return JSONResponse({"message": f"the body is not JSON: {exc}"}, status_code=400)
     try:
         checked = await check_body(svc, body, lambda runtime: svc.can_run(runtime.language))
-        plan = build_plan(svc, checked)
-        svc.scheduler.check_room(plan.total_runs)
+        plan = await admit(request, svc, build_plan(svc, checked))
         outcome = await outcome_of(request, svc.scheduler, Job(uuid.uuid4().hex, plan))
     except BgcError as exc:
         return _refusal(exc)
@@ -141,6 +141,11 @@ async def _installed(svc: Services) -> list[PistonRuntime]:
 def _refusal(exc: BgcError) -> JSONResponse:
     """Our errors in Piston's shape: a message, 400 for the client's, 503 when busy or
     when a dependency is down (Piston has no such answer; its clients read `message`)."""
+    if isinstance(exc, RateLimited):
+        wait = {"Retry-After": str(exc.retry_after)}
+        return JSONResponse({"message": exc.message}, status_code=429, headers=wait)
+    if isinstance(exc, Forbidden):
+        return JSONResponse({"message": exc.message}, status_code=403)
     if isinstance(exc, ClientError):
         return JSONResponse({"message": exc.message}, status_code=400)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None

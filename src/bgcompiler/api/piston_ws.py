@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from bgcompiler.api.admission import admit
 from bgcompiler.api.piston_plan import PistonRuntime, build_plan, check_body
 from bgcompiler.api.piston_render import stage
 from bgcompiler.core.events import CompileFinished, Event, JobStarted, RunFinished
@@ -203,7 +204,7 @@ class _Session:
         svc = self._svc
         try:
             checked = await check_body(svc, message, lambda runtime: svc.can_run(runtime.language))
-            plan = build_plan(svc, checked)
+            plan = await admit(self._ws, svc, build_plan(svc, checked))
             self._runtime = checked.runtime
             # Piston's input from `init` is discarded: a live job's input is what is typed.
             self._stages = ["compile", "run"] if plan.compile is not None else ["run"]

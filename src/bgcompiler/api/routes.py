@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from bgcompiler.api.admission import admit
 from bgcompiler.api.docs import ERROR_RESPONSES
 from bgcompiler.api.running import outcome_of
 from bgcompiler.api.schemas import CompileRequest, CompileResult, compile_result
@@ -42,9 +43,8 @@ async def compile_script(body: CompileRequest, request: Request) -> JSONResponse
         raise InvalidRequest(
             f"count must be between 1 and {svc.settings.max_count} (--max-count)", "count"
         )
-    svc.scheduler.check_room(body.count)
+    plan = await admit(request, svc, compile_plan(body, svc))
     await svc.sandbox.check_image(body.image)
-    plan = compile_plan(body, svc)
     outcome = await outcome_of(request, svc.scheduler, Job(uuid.uuid4().hex, plan))
     return JSONResponse([compile_result(record.result) for record in outcome.runs])
 

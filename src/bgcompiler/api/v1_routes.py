@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from bgcompiler.api.admission import admit
 from bgcompiler.api.docs import ERROR_RESPONSES
 from bgcompiler.api.routes import services
 from bgcompiler.api.running import outcome_of
@@ -66,8 +67,7 @@ async def status(request: Request) -> dict[str, Any]:
 )
 async def create_run(body: RunRequest, request: Request) -> JSONResponse:
     svc = services(request)
-    plan = v1_plan(svc, body)
-    svc.scheduler.check_room(plan.total_runs)
+    plan = await admit(request, svc, v1_plan(svc, body))
     await svc.sandbox.check_image(plan.run.image)
     job = Job(uuid.uuid4().hex, plan)
     outcome = await outcome_of(request, svc.scheduler, job)

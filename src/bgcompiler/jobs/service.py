@@ -105,6 +105,7 @@ class JobService:
         callback_url: str | None,
         api: str = "v1",
         request: bytes | None = None,
+        owner: str | None = None,
     ) -> JobRow:
         """Stores the job (committed when this returns) and queues it; Busy before storing
         anything when the backlog cannot hold its runs. Returns the job as stored."""
@@ -117,6 +118,7 @@ class JobService:
             callback_url=callback_url,
             api=api,
             request=request,
+            owner=owner,
         )
         # Queued while its insert commits (its own writes follow the insert): the run does
         # not wait for the commit; the answer does.

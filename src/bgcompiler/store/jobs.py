@@ -79,6 +79,7 @@ class JobRow:
     error: str | None
     api: str = "v1"  # the API that took the job
     request: bytes | None = None  # its request, for an API that answers with it (Judge0)
+    owner: str | None = None  # the API key that submitted it; None: keys were off
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class JobStore:
         callback_url: str | None,
         api: str = "v1",
         request: bytes | None = None,
+        owner: str | None = None,
     ) -> tuple[JobRow, asyncio.Future[None]]:
         """Queues the job's insert at once (before any later write of it); returns the job
         and a future done once it is committed."""
@@ -173,6 +175,7 @@ class JobStore:
             error=None,
             api=api,
             request=request,
+            owner=owner,
         )
         self._last_event[job_id] = 0
 
@@ -391,11 +394,19 @@ class JobStore:
         return await self._read(of_api)
 
     async def page(
-        self, *, status: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        owner: str | None = None,
     ) -> tuple[list[JobRow], str | None]:
         """Newest first, `limit` at most, after `cursor` (keyset: no offset to skip or
-        repeat under inserts). Returns the jobs and the cursor of the next page."""
+        repeat under inserts), only `owner`'s when given. Returns the jobs and the cursor
+        of the next page."""
         query = select(jobs)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
         if status is not None:
             query = query.where(jobs.c.status == status)
         if cursor is not None:
@@ -504,7 +515,7 @@ class JobStore:
         try:
             # A refused batch is not logged: its writes are tried again one at a time, and
             # the write that is refused then is the one logged.
-            with _translated(log_refusal=alone), self._engine.begin() as connection:
+            with translated(log_refusal=alone), self._engine.begin() as connection:
                 for pending in batch:
                     pending.write(connection)
             return [None] * len(batch)
@@ -514,7 +525,7 @@ class JobStore:
         errors: list[StoreUnavailable | None] = []
         for pending in batch:
             try:
-                with _translated(), self._engine.begin() as connection:
+                with translated(), self._engine.begin() as connection:
                     pending.write(connection)
                 errors.append(None)
             except StoreUnavailable as exc:
@@ -529,7 +540,7 @@ class JobStore:
 
     async def _read(self, read: Callable[[Connection], T]) -> T:
         def run() -> T:
-            with _translated(), self._engine.connect() as connection:
+            with translated(), self._engine.connect() as connection:
                 return read(connection)
 
         return await asyncio.get_running_loop().run_in_executor(self._reader_threads, run)
@@ -539,14 +550,14 @@ class JobStore:
         has been handed over, not necessarily committed)."""
 
         def run() -> T:
-            with _translated(), self._engine.begin() as connection:
+            with translated(), self._engine.begin() as connection:
                 return work(connection)
 
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
 
 
 @contextlib.contextmanager
-def _translated(*, log_refusal: bool = True) -> Iterator[None]:
+def translated(*, log_refusal: bool = True) -> Iterator[None]:
     """The one place the store's foreign errors become ours."""
     try:
         yield

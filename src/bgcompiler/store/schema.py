@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -39,8 +40,11 @@ jobs = Table(
     # when the API answers with the request's own fields (Judge0's submissions do).
     Column("api", String(16), nullable=False, server_default="v1"),
     Column("request", LargeBinary),
+    # The API key that submitted it (None: keys were off); a key sees only its own jobs.
+    Column("owner", String(64)),
 )
 Index("jobs_by_time", jobs.c.created_at, jobs.c.id)
+Index("jobs_by_owner_time", jobs.c.owner, jobs.c.created_at, jobs.c.id)
 Index("jobs_by_status_time", jobs.c.status, jobs.c.created_at, jobs.c.id)
 Index("jobs_by_finish", jobs.c.finished_at)
 
@@ -62,4 +66,36 @@ deliveries = Table(
     Column("at", Float, nullable=False),
     Column("status_code", Integer),
     Column("error", Text),
+)
+
+# An API key: only a hash of its secret is kept; `prefix` (the secret's first characters)
+# finds the row, the hash is then compared in constant time. `tokens` and `updated_at` are
+# its token bucket (runs), updated in one conditional UPDATE so that every process sharing
+# the store draws from the same bucket.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("prefix", String(16), nullable=False, index=True),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("rate", Float, nullable=False),  # runs per second added to the bucket
+    Column("burst", Integer, nullable=False),  # the bucket's size, in runs
+    Column("runs_per_day", Integer),
+    Column("max_count", Integer),
+    Column("max_memory_mb", Integer),
+    Column("max_time_ms", Integer),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Runs a key was admitted for on one UTC day (YYYY-MM-DD).
+key_usage = Table(
+    "key_usage",
+    metadata,
+    Column("name", String(64), ForeignKey("api_keys.name", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("runs", Integer, nullable=False),
 )
