@@ -60,7 +60,8 @@ def engine_restored() -> Iterator[None]:
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_engine_restart_mid_batch(tmp_path: Path, engine_restored: None, runtime: str) -> None:
     """Runs in flight when the engine restarts report internal_error (never ok with partial
-    output); the service answers 503 while it is down and recovers by itself."""
+    output); the service answers 503 while it is down (readiness naming the engine) and
+    recovers by itself."""
     server = launch(tmp_path, "--timeout", "60", runtime=runtime)
     results: list[dict[str, Any]] = []
 
@@ -81,6 +82,11 @@ def test_engine_restart_mid_batch(tmp_path: Path, engine_restored: None, runtime
         down = server.client.get("/")
         assert down.status_code == 503
         assert down.json()["error"] == "engine_unavailable"
+        ready = server.client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["engine"] != "ok"
+        assert ready.json()["checks"]["store"] == "ok"
+        assert server.client.get("/health/live").status_code == 200
         start_engine()
         thread.join(timeout=60)
         assert len(results) == 2
@@ -89,6 +95,7 @@ def test_engine_restart_mid_batch(tmp_path: Path, engine_restored: None, runtime
         for result in results:
             assert result["status"] != "ok" or result["stdout"] == "start\ndone\n", result
         assert wait_until(lambda: server.client.get("/").status_code == 200, timeout=15)
+        assert wait_until(lambda: server.client.get("/health/ready").status_code == 200, timeout=15)
         assert server.run("echo recovered")["stdout"] == "recovered\n"
     finally:
         assert server.stop() == 0
