@@ -188,3 +188,20 @@ def test_the_docs_and_the_dashboard_name_only_metrics_that_exist() -> None:
     }
     assert queried, "the dashboard queries nothing"
     assert queried <= exposed, queried - exposed
+
+
+async def test_the_compatibility_apis_count_their_refusals_too(
+    api: Callable[..., Any], fake: FakeSandbox
+) -> None:
+    """Judge0's and Piston's routes answer an engine that does not answer in their own
+    shapes, and each such 503 is counted by reason as ours are."""
+    client = await api()
+    fake.engine_up = False
+    judge0 = await client.get("/languages")
+    piston = await client.get("/api/v2/runtimes")
+    fake.engine_up = True
+    assert (judge0.status_code, piston.status_code) == (503, 503)
+    assert "error" in judge0.json()
+    assert "message" in piston.json()
+    samples = await scrape(client)
+    assert value(samples, "bgc_rejections_total", code="503", reason="engine_unavailable") == 2

@@ -73,7 +73,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, Unavailable):
             headers = {"Retry-After": str(exc.retry_after)}
-            _count_rejection(request, exc)
+            count_rejection(request, exc)
         elif isinstance(exc, RateLimited):
             headers = {"Retry-After": str(exc.retry_after)}
         elif isinstance(exc, Unauthorized):
@@ -93,12 +93,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "an unexpected error occurred in the service")
 
 
-def _count_rejection(request: Request, exc: Unavailable) -> None:
+def count_rejection(request: Request, exc: BgcError) -> None:
     """A refusal for the service's state, by reason. Busy is counted by the scheduler,
     where every API's admission is decided; a plain Unavailable is a client that left, and
     nobody receives its answer."""
     metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None and not isinstance(exc, Busy) and type(exc) is not Unavailable:
+    if (
+        metrics is not None
+        and isinstance(exc, Unavailable)
+        and not isinstance(exc, Busy)
+        and type(exc) is not Unavailable
+    ):
         metrics.rejected(exc.http_status, exc.code)
 
 

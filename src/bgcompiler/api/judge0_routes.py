@@ -21,6 +21,7 @@ from bgcompiler import __version__
 from bgcompiler.api import judge0_docs as docs
 from bgcompiler.api.admission import admit
 from bgcompiler.api.auth import may_see, owner_of
+from bgcompiler.api.errors import count_rejection
 from bgcompiler.api.judge0_info import STATISTICS, system_info
 from bgcompiler.api.judge0_plan import (
     Judge0Config,
@@ -90,7 +91,8 @@ def _not_found(request: Request) -> Response:
     return Response(status_code=404, media_type="text/html")
 
 
-def _unavailable(exc: BgcError) -> JSONResponse:
+def _unavailable(request: Request, exc: BgcError) -> JSONResponse:
+    count_rejection(request, exc)
     if isinstance(exc, Busy):
         answer = _error("queue is full", 503, message=exc.message)
         answer.headers["Retry-After"] = str(exc.retry_after)
@@ -196,7 +198,7 @@ async def create_submission(request: Request) -> Response:
     except ClientError as exc:
         return JSONResponse(_field_error(exc), status_code=422)
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
     token = token_of(row.id)
     if not _flag(request, "wait"):
         return JSONResponse({"token": token}, status_code=201)
@@ -205,7 +207,7 @@ async def create_submission(request: Request) -> Response:
         while row.status not in FINAL:
             row = await jobs.wait(row.id, WAIT_STEP_S)
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
     try:
         return JSONResponse(_document(row, known, fields, base64_encoded), status_code=201)
     except NotAscii:
@@ -233,7 +235,7 @@ async def create_batch(request: Request) -> Response:
     try:
         svc.scheduler.check_room(max(len(items), 1))
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
     if len(items) > config.max_submission_batch_size:
         return _error(
             "number of submissions in a batch should be less than or equal to "
@@ -246,7 +248,7 @@ async def create_batch(request: Request) -> Response:
     try:
         known = await _present(svc)
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
     answers: list[dict[str, Any]] = []
     for item in items:
         try:
@@ -265,7 +267,7 @@ async def create_batch(request: Request) -> Response:
             answers.append(_field_error(exc))
             continue
         except BgcError as exc:
-            return _unavailable(exc)
+            return _unavailable(request, exc)
         answers.append({"token": token_of(row.id)})
     saved = any("token" in answer for answer in answers)
     return JSONResponse(answers, status_code=201 if saved else 422)
@@ -306,7 +308,7 @@ async def get_batch(request: Request, tokens: str | None = None) -> Response:
     except NotAscii:
         return _error(CONVERSION_ERROR.format(what="one or more submissions"), 400)
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
     return JSONResponse({"submissions": found})
 
 
@@ -334,7 +336,7 @@ async def get_submission(token: str, request: Request) -> Response:
     try:
         row = await _row(request, token)
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
     if row is None:
         return _not_found(request)
     languages = judge0_languages(services(request).languages)
@@ -408,7 +410,7 @@ async def languages(request: Request) -> Response:
     try:
         present = await _present(services(request))
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
     return JSONResponse([{"id": i, "name": _name(lang)} for i, lang in _sorted(present)])
 
 
@@ -421,7 +423,7 @@ async def all_languages(request: Request) -> Response:
     try:
         present = await _present(services(request))
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
     return JSONResponse(
         [{"id": i, "name": _name(lang), "is_archived": False} for i, lang in _sorted(present)]
     )
@@ -436,7 +438,7 @@ async def one_language(language_id: str, request: Request) -> Response:
     try:
         present = await _present(services(request))
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
     language = present.get(int(language_id)) if re.fullmatch(r"[0-9]{1,9}", language_id) else None
     if language is None:
         return _not_found(request)
@@ -531,4 +533,4 @@ async def statistics(request: Request) -> Response:
     try:
         return JSONResponse(await STATISTICS.get(_jobs(request).store, languages, fresh=fresh))
     except BgcError as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bgcompiler.api.admission import admit
+from bgcompiler.api.errors import count_rejection
 from bgcompiler.api.piston_plan import PistonRuntime, build_plan, check_body, runtimes
 from bgcompiler.api.piston_render import piston_document
 from bgcompiler.api.routes import services
@@ -93,7 +94,7 @@ async def piston_runtimes(request: Request) -> JSONResponse:
     try:
         installed = await _installed(services(request))
     except BgcError as exc:
-        return _refusal(exc)
+        return _refusal(request, exc)
     listed = []
     for runtime in installed:
         entry: dict[str, Any] = {
@@ -125,7 +126,7 @@ async def piston_execute(request: Request) -> JSONResponse:
         plan = await admit(request, svc, build_plan(svc, checked))
         outcome = await outcome_of(request, svc.scheduler, Job(uuid.uuid4().hex, plan))
     except BgcError as exc:
-        return _refusal(exc)
+        return _refusal(request, exc)
     return JSONResponse(piston_document(checked.runtime, outcome))
 
 
@@ -138,9 +139,10 @@ async def _installed(svc: Services) -> list[PistonRuntime]:
     ]
 
 
-def _refusal(exc: BgcError) -> JSONResponse:
+def _refusal(request: Request, exc: BgcError) -> JSONResponse:
     """Our errors in Piston's shape: a message, 400 for the client's, 503 when busy or
     when a dependency is down (Piston has no such answer; its clients read `message`)."""
+    count_rejection(request, exc)
     if isinstance(exc, RateLimited):
         wait = {"Retry-After": str(exc.retry_after)}
         return JSONResponse({"message": exc.message}, status_code=429, headers=wait)
