@@ -15,7 +15,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from bgcompiler import __version__
-from bgcompiler.api.auth import ApiKeys
+from bgcompiler.api.auth import ApiKeys, document_keys
 from bgcompiler.api.docs_assets import install_docs
 from bgcompiler.api.errors import RequestBodyLimit, install_error_handlers
 from bgcompiler.api.health import readiness
@@ -196,6 +196,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
         # Outside the body cap (a request without a key is refused before its body is
         # read), inside CORS (a browser's preflight carries no key).
         app.add_middleware(ApiKeys, judge0=_judge0_route)
+        document_keys(app)
     if settings.cors_origin:
         app.add_middleware(
             CORSMiddleware,

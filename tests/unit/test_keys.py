@@ -256,3 +256,18 @@ async def test_a_keys_caps_clamp_what_every_api_runs(
     many = await client.post("/compile", json={**seed, "count": 4}, headers=bearer(key))
     assert many.status_code == 403
     assert many.json()["error"] == "forbidden"
+
+
+async def test_the_schema_says_which_operations_need_a_key(
+    keyed: Callable[..., Any], api: Callable[..., Any]
+) -> None:
+    """With keys on, the schema offers Bearer and X-API-Key and every operation but the
+    open ones requires one (so /docs can take a key); with keys off it mentions none."""
+    client, _, _ = keyed()
+    schema = (await client.get("/openapi.json")).json()
+    assert set(schema["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert schema["paths"]["/api/v1/runs"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert "security" not in schema["paths"]["/"]["get"]
+    assert "security" not in schema["paths"]["/health/ready"]["get"]
+    plain = (await (await api()).get("/openapi.json")).json()
+    assert "securitySchemes" not in plain.get("components", {})
