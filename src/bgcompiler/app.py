@@ -29,6 +29,7 @@ from bgcompiler.api.metrics_routes import RequestMetrics
 from bgcompiler.api.metrics_routes import router as metrics_router
 from bgcompiler.api.piston_routes import router as piston_router
 from bgcompiler.api.piston_ws import router as piston_ws_router
+from bgcompiler.api.play import install_play
 from bgcompiler.api.request_id import RequestId
 from bgcompiler.api.routes import router
 from bgcompiler.api.v1_routes import router as v1_router
@@ -182,6 +183,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_docs(app)
+    install_play(app)
     app.include_router(router)
     app.include_router(health_router)
     app.include_router(v1_router)

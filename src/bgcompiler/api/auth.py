@@ -34,8 +34,12 @@ from bgcompiler.store.keys import KeyStore
 
 # Open with keys on: liveness and readiness (probes carry no secrets), and the API's
 # description (it holds no data, and a browser cannot send a header to open it).
-OPEN_PATHS = frozenset(("/", "/health/live", "/health/ready", "/docs", "/redoc", "/openapi.json"))
-OPEN_PREFIXES = ("/docs-assets/",)
+# The playground is a page like /docs: open, and it sends the key the user types with each
+# API call it makes.
+OPEN_PATHS = frozenset(
+    ("/", "/health/live", "/health/ready", "/docs", "/redoc", "/openapi.json", "/play")
+)
+OPEN_PREFIXES = ("/docs-assets/", "/play/assets/")
 ADMIN_PATHS = frozenset(("/metrics",))
 # Names under which clients put keys in URLs; any of them refuses the request.
 QUERY_KEY_NAMES = frozenset(
