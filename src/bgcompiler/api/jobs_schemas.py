@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from bgcompiler.api.v1_schemas import RunRequest, RunResponse
+from bgcompiler.api.v1_schemas import CompileOut, RunOut, RunRequest, RunResponse
 
 MAX_METADATA_BYTES = 4096
 JobStatus = Literal["queued", "running", "done", "cancelled", "failed"]
@@ -69,3 +69,13 @@ class JobOut(BaseModel):
 class JobPage(BaseModel):
     jobs: list[JobOut] = Field(description="newest first, without their results")
     next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class JobEventOut(BaseModel):
+    """The data of a `started`, `compile` or `run` event of `GET /api/v1/jobs/{id}/events`
+    (a `done` event carries the job document, JobOut)."""
+
+    attempt: int = Field(description="the attempt the event belongs to (a restart re-runs)")
+    index: int | None = Field(None, description="`run`: the run's index in the plan")
+    compile: CompileOut | None = Field(None, description="`compile`: the compile stage's result")
+    run: RunOut | None = Field(None, description="`run`: the run's result")
