@@ -1,5 +1,5 @@
-"""Command line: `bg-compiler start` (the seed's flags and ours), `bg-compiler images` and
-`bg-compiler keys`.
+"""Command line: `bg-compiler start` (the seed's flags and ours), `bg-compiler images`,
+`bg-compiler keys`, and the client command `bg-compiler run` (its logic in bgcompiler.client).
 
 Flags win over env vars `BGC_<FLAG>`, which win over defaults; only flags actually given
 are passed to Settings, so the environment fills in the rest.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -284,3 +285,56 @@ def keys_revoke(name: str, data_dir: str | None, database_url: str | None) -> No
     if not revoked:
         raise click.ClickException(f"no active key named {name!r}")
     click.echo(f"key {name!r} revoked")
+
+
+@main.command("run")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--language", help="A name from the server's languages. [guessed from FILE's extension]"
+)
+@click.option(
+    "--stdin", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Standard input."
+)
+@click.option(
+    "--tests",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A directory of NAME.in / NAME.out pairs: each run is judged.",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=1, show_default=True, help="Runs of each test."
+)
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Runs not reported."
+)
+@click.option(
+    "--server",
+    envvar="BGC_SERVER",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The server's URL (env BGC_SERVER).",
+)
+@click.option("--api-key", envvar="BGC_API_KEY", help="An API key (env BGC_API_KEY).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job document as JSON only.")
+def run_command(
+    files: tuple[Path, ...],
+    language: str | None,
+    stdin: Path | None,
+    tests: Path | None,
+    count: int,
+    warmup: int,
+    server: str,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """Run FILES on a server (the first is the entry point), with a progress bar, then a
+    table of runs and the summary. Exit 0: all ok and accepted; 1: a run failed or a wrong
+    answer; 4: no answer from the server, or it refused the request."""
+    from bgcompiler.client.cli_run import RunOptions, run_files
+
+    options = RunOptions(
+        files=list(files), language=language, stdin=stdin, tests=tests, count=count,
+        warmup=warmup, server=server, api_key=api_key, as_json=as_json,
+    )  # fmt: skip
+    sys.exit(run_files(options))
