@@ -3,6 +3,9 @@ event streams (resumed after a dropped connection), cancels, and 503s retried as
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ from bgcompiler.client import (
 )
 from tests.conftest import BUSYBOX, TEST_FLAGS, Server, launch, wait_until
 from tests.integration.stream_cutter import StreamCutter
+from tests.integration.test_keys import create_key
 
 pytestmark = pytest.mark.integration
 # The client is the same whatever runs the containers: runc's shared service only.
@@ -133,4 +137,31 @@ def test_503_is_retried_after_the_servers_retry_after(tmp_path: Path) -> None:
         assert time.monotonic() - started >= 1
     finally:
         occupier.join(timeout=30)
+        assert server.stop() == 0
+
+
+def test_an_api_key_opens_a_server_that_requires_one(tmp_path: Path) -> None:
+    """With --require-api-key: without a key the SDK gets RequestRejected 401; with
+    `api_key` its job runs and its event stream opens; `bg-compiler run` takes the key
+    from BGC_API_KEY and exits 0."""
+    data = tmp_path / "store"
+    key = create_key(data, "ci")
+    server = launch(tmp_path, *TEST_FLAGS, "--require-api-key", "--data-dir", str(data))
+    try:
+        with Client(server.url) as anonymous, pytest.raises(RequestRejected) as refused:
+            anonymous.languages()
+        assert refused.value.status == 401
+        with Client(server.url, api_key=key) as client:
+            job = client.submit(language="sh", script="echo keyed")
+            assert [event.kind for event in job.events()][-1] == "done"
+            assert job.document.result is not None
+            assert job.document.result.runs[0].stdout == "keyed\n"
+        (tmp_path / "hi.sh").write_text("echo hi\n")
+        env = {**os.environ, "BGC_SERVER": server.url, "BGC_API_KEY": key}
+        done = subprocess.run(
+            [sys.executable, "-m", "bgcompiler", "run", "hi.sh"],
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
         assert server.stop() == 0
