@@ -181,6 +181,12 @@ def judge0_languages(languages: Mapping[str, Language]) -> dict[int, Language]:
     }
 
 
+def requested_language(raw: Any, known: Mapping[int, Language]) -> Language | None:
+    """The language a body asks for, read as `check_submission` reads it (None: none)."""
+    language_id = _integer(raw.get("language_id")) if isinstance(raw, dict) else None
+    return known.get(language_id) if language_id is not None else None
+
+
 def check_submission(
     raw: Any, *, base64_encoded: bool, config: Judge0Config, known: Mapping[int, Language]
 ) -> Submission:

@@ -87,10 +87,9 @@ def result_of(row: JobRow, submission: Submission) -> Result:
         return Result(PROCESSING)
     if row.status == FAILED or row.outcome is None:
         return Result(INTERNAL_ERROR, message=row.error or "the job could not be run")
-    outcome = outcome_from_json(row.outcome)
     if row.status == CANCELLED:
         return Result(INTERNAL_ERROR, message="the submission was cancelled")
-    return judged(outcome, submission)
+    return judged(outcome_from_json(row.outcome), submission)
 
 
 def judged(outcome: Outcome, submission: Submission) -> Result:

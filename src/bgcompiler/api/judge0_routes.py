@@ -31,6 +31,7 @@ from bgcompiler.api.judge0_plan import (
     check_submission,
     config_of,
     judge0_languages,
+    requested_language,
 )
 from bgcompiler.api.judge0_render import (
     CONVERSION_ERROR,
@@ -88,7 +89,12 @@ def _not_found(request: Request) -> Response:
     """Judge0's 404: empty, or JSON for a client that accepts only JSON."""
     if request.headers.get("accept", "").strip() == "application/json":
         return JSONResponse({"status": 404, "error": "Not Found"}, status_code=404)
-    return Response(status_code=404, media_type="text/html")
+    return _empty(404)
+
+
+def _empty(status: int) -> Response:
+    """An answer with no body, typed text/html as Judge0's (Rails') are."""
+    return Response(status_code=status, media_type="text/html")
 
 
 def _unavailable(request: Request, exc: BgcError) -> JSONResponse:
@@ -138,9 +144,14 @@ def _with_query(body: Any, request: Request) -> Any:
 async def _submit(
     request: Request, raw: Any, known: dict[int, Language], *, base64_encoded: bool
 ) -> JobRow:
-    """Checks, stores and queues one submission. Judge0Invalid, or our errors."""
+    """Checks, stores and queues one submission. Judge0Invalid, or our errors. Of the
+    languages `known`, only the one asked for is checked for its image: absent, it is
+    unknown, as it is to GET /languages."""
     svc = services(request)
     config = _config(request)
+    asked = requested_language(raw, known)
+    if asked is not None and not await svc.can_run(asked):
+        known = {i: language for i, language in known.items() if language is not asked}
     submission = check_submission(raw, base64_encoded=base64_encoded, config=config, known=known)
     if submission.callback_url:
         try:
@@ -189,7 +200,7 @@ async def create_submission(request: Request) -> Response:
     svc = services(request)
     try:
         svc.scheduler.check_room(1)
-        known = await _present(svc)
+        known = judge0_languages(svc.languages)
         row = await _submit(request, body, known, base64_encoded=base64_encoded)
     except Judge0Invalid as exc:
         return JSONResponse(exc.errors, status_code=422)
@@ -245,10 +256,7 @@ async def create_batch(request: Request) -> Response:
     if not items:
         return _error("there should be at least one submission in a batch", 400)
     base64_encoded = _flag(request, "base64_encoded")
-    try:
-        known = await _present(svc)
-    except BgcError as exc:
-        return _unavailable(request, exc)
+    known = judge0_languages(svc.languages)
     answers: list[dict[str, Any]] = []
     for item in items:
         try:
@@ -355,7 +363,7 @@ async def get_submission(token: str, request: Request) -> Response:
 async def list_submissions() -> Response:
     # Judge0 lists submissions only for a client with its authorization token, and has
     # none by default: every request is refused, as there.
-    return Response(status_code=403, media_type="text/html")
+    return _empty(403)
 
 
 @router.delete(
@@ -364,7 +372,7 @@ async def list_submissions() -> Response:
     responses=docs.FORBIDDEN,
 )
 async def delete_submission() -> Response:
-    return Response(status_code=403, media_type="text/html")
+    return _empty(403)
 
 
 @router.post(
@@ -373,7 +381,7 @@ async def delete_submission() -> Response:
     responses=docs.EMPTY_OK,
 )
 async def authenticate() -> Response:
-    return Response(status_code=200, media_type="text/html")
+    return _empty(200)
 
 
 @router.post(
@@ -382,7 +390,7 @@ async def authenticate() -> Response:
     responses=docs.FORBIDDEN,
 )
 async def authorize() -> Response:
-    return Response(status_code=403, media_type="text/html")
+    return _empty(403)
 
 
 # --- languages, statuses, information ------------------------------------------------------
@@ -435,13 +443,14 @@ async def all_languages(request: Request) -> Response:
     responses=docs.LANGUAGE_RESPONSES,
 )
 async def one_language(language_id: str, request: Request) -> Response:
+    svc = services(request)
+    known = judge0_languages(svc.languages)
+    language = known.get(int(language_id)) if re.fullmatch(r"[0-9]{1,9}", language_id) else None
     try:
-        present = await _present(services(request))
+        if language is None or not await svc.can_run(language):
+            return _not_found(request)
     except BgcError as exc:
         return _unavailable(request, exc)
-    language = present.get(int(language_id)) if re.fullmatch(r"[0-9]{1,9}", language_id) else None
-    if language is None:
-        return _not_found(request)
     compile_cmd = (
         language.compile.replace("{file}", f"%s {language.file}") if language.compile else None
     )

@@ -65,12 +65,10 @@ def runtimes(languages: Sequence[Language]) -> list[PistonRuntime]:
 
 @dataclass(frozen=True, slots=True)
 class CheckedBody:
-    """An execute body that passed Piston's checks: its runtime, and the limits it was
-    checked against (Piston's configured ones)."""
+    """An execute body that passed Piston's checks, and its runtime."""
 
     body: dict[str, Any]
     runtime: PistonRuntime
-    configured: dict[str, float]
 
 
 def matching_runtimes(
@@ -130,14 +128,13 @@ async def check_body(
     # Checked against Piston's own limits, as Piston checks; values within them are then
     # clamped to the server's maximums (`_limits`), not refused: Piston's clients send its
     # defaults (compile 10000 ms) whatever the server's --timeout.
-    configured = dict(PISTON_DEFAULTS)
     for name in LIMIT_NAMES:
         value = body.get(name)
         if not value:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidRequest(f"If specified, {name} must be a number", name)
-        limit = configured[name]
+        limit = PISTON_DEFAULTS[name]
         if limit <= 0:
             continue
         if value > limit:
@@ -154,7 +151,7 @@ async def check_body(
         not isinstance(args, list) or not all(isinstance(arg, str) for arg in args)
     ):
         raise InvalidRequest("args must be an array of strings", "args")
-    return CheckedBody(body, runtime, configured)
+    return CheckedBody(body, runtime)
 
 
 def build_plan(svc: Services, checked: CheckedBody) -> Plan:
@@ -180,7 +177,7 @@ def build_plan(svc: Services, checked: CheckedBody) -> Plan:
         command=run_command,
         files=files,
         stdin=stdin.encode("utf-8"),
-        limits=_limits(body, "run", server, checked.configured),
+        limits=_limits(body, "run", server),
         runtime=svc.settings.runtime_name,
         quiet=True,
     )
@@ -190,22 +187,20 @@ def build_plan(svc: Services, checked: CheckedBody) -> Plan:
             run,
             command=language.compile.replace("{file}", shlex.quote(entry)),
             stdin=b"",
-            limits=_limits(body, "compile", server, checked.configured),
+            limits=_limits(body, "compile", server),
             artifacts=True,
             quiet=False,
         )
     return Plan(run=run, compile=compile_spec, language=language.name)
 
 
-def _limits(
-    body: dict[str, Any], stage: str, server: Limits, configured: dict[str, float]
-) -> Limits:
+def _limits(body: dict[str, Any], stage: str, server: Limits) -> Limits:
     """A stage's limits: Piston's values where given (0: none, so the server's maximum),
     otherwise its defaults, all at most the server's. CPU time is not limited apart from
     the wall time (docs/compatibility.md)."""
     asked = body.get(f"{stage}_timeout")
     if asked is None:
-        timeout_ms = configured[f"{stage}_timeout"]
+        timeout_ms = PISTON_DEFAULTS[f"{stage}_timeout"]
     else:  # 0 (any falsy value, which Piston does not check) is no limit: the server's
         timeout_ms = float(asked) if asked else server.timeout_s * 1000
     memory = body.get(f"{stage}_memory_limit")
