@@ -8,9 +8,13 @@ SETUP_STAMP := $(VENV)/.installed
 CLIENTS_DIR := tests/clients/node
 CLIENTS_STAMP := $(CLIENTS_DIR)/node_modules/.installed
 
-.PHONY: setup engine images clients browser start test test-unit check lint typecheck clean bench
+.PHONY: setup engine images redis distributed clients browser start test test-unit check lint typecheck clean bench
 
-setup: $(SETUP_STAMP) engine images
+# `make setup DISTRIBUTED=1` (or `make distributed`) also installs Redis for the distributed
+# mode; the single-node default needs none. The test fixtures install it themselves when missing.
+setup: $(SETUP_STAMP) engine images $(if $(DISTRIBUTED),redis)
+
+distributed: setup redis
 
 $(SETUP_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +27,10 @@ engine:
 
 images: $(SETUP_STAMP) engine
 	$(BGC) images build --missing busybox python gcc
+
+# Debian's redis-server; installing it starts nothing (docs/deployment.md: how to run it).
+redis:
+	command -v redis-server >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
 
 clients: $(CLIENTS_STAMP)
 
