@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.engine import Engine as SqlEngine
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -33,10 +35,15 @@ from bgcompiler.api.play import install_play
 from bgcompiler.api.request_id import RequestId
 from bgcompiler.api.routes import router
 from bgcompiler.api.v1_routes import router as v1_router
-from bgcompiler.errors import StartupError
+from bgcompiler.cluster.api_node import Cluster, ClusterExecutor, ClusterJobs, ClusterView
+from bgcompiler.cluster.notify import Listener
+from bgcompiler.cluster.queue import JobQueue
+from bgcompiler.cluster.watchdog import Watchdog
+from bgcompiler.errors import BgcError, StartupError
+from bgcompiler.executor import Executor
 from bgcompiler.jobs.service import JobService
 from bgcompiler.jobs.webhooks import Callback, Webhooks
-from bgcompiler.languages import load_languages
+from bgcompiler.languages import Language, load_languages
 from bgcompiler.metrics import Metrics
 from bgcompiler.ratelimit import RATELIMIT_HEADERS
 from bgcompiler.sandbox.base import Sandbox
@@ -47,8 +54,9 @@ from bgcompiler.sandbox.ownership import InstanceLease
 from bgcompiler.scheduler import Scheduler
 from bgcompiler.services import Services, limits_from
 from bgcompiler.settings import Settings
+from bgcompiler.store.cluster import ClusterStore
 from bgcompiler.store.database import database_url, open_database
-from bgcompiler.store.jobs import JobStore
+from bgcompiler.store.jobs import JOBS_CHANNEL, JobStore
 from bgcompiler.store.keys import KeyStore
 
 log = structlog.get_logger(__name__)
@@ -78,6 +86,22 @@ def docker_sandbox(settings: Settings, metrics: Metrics) -> DockerSandbox:
     )
 
 
+def job_callbacks(
+    store: JobStore, languages: dict[str, Language]
+) -> Callable[[str], Awaitable[Callback]]:
+    """What a job's callback carries: the document its API answers with."""
+
+    async def rendered(job_id: str) -> Callback:
+        row = await store.get(job_id)
+        assert row is not None
+        if row.api == JUDGE0:
+            return judge0_callback(row, judge0_languages(languages))
+        deliveries = await store.deliveries(job_id)
+        return Callback(json.dumps(job_document(row, deliveries)).encode())
+
+    return rendered
+
+
 def _judge0_route(scope: Scope) -> bool:
     """Whether the request is for one of Judge0's routes (they answer 401 as Judge0 does)."""
     return any(route.matches(scope)[0] is not Match.NONE for route in judge0_router.routes)
@@ -88,6 +112,71 @@ def request_stop(app: FastAPI) -> None:
     begin_shutdown = getattr(app.state, "begin_shutdown", None)
     if begin_shutdown is not None:
         begin_shutdown()
+
+
+async def api_node(
+    settings: Settings, engine: SqlEngine, metrics: Metrics, languages: dict[str, Language]
+) -> tuple[
+    Sandbox, Executor, JobStore, Webhooks, JobService, Callable[[], Coroutine[Any, Any, None]]
+]:
+    """The parts of an API node of distributed mode (no engine: runs happen on workers)."""
+    assert settings.queue_url is not None
+    assert settings.database_url is not None
+    store = JobStore(engine, keeps_rows=False, notifies=True)
+    queue = JobQueue(settings.queue_url)
+    cluster = Cluster(
+        ClusterStore(engine),
+        store,
+        queue,
+        runtime=settings.runtime_name or "runc",
+        visibility_s=settings.visibility_timeout,
+        backlog=settings.backlog,
+    )
+    view = ClusterView(cluster)
+    try:
+        await view.open()
+    except BgcError as exc:
+        engine.dispose()
+        log.error("cannot start", reason=exc.message)
+        raise StartupError(exc.message) from exc
+    executor = ClusterExecutor(cluster)
+    webhooks = Webhooks(
+        store,
+        secret=settings.webhook_secret,
+        retries=settings.webhook_retries,
+        allow_private=settings.webhook_allow_private,
+        metrics=metrics,
+    )
+    jobs = ClusterJobs(
+        cluster,
+        executor,
+        store=store,
+        webhooks=webhooks,
+        document=job_callbacks(store, languages),
+        retention_s=settings.retention_days * 86400,
+    )
+    executor.attach(jobs)
+    listener = Listener(
+        settings.database_url,
+        {JOBS_CHANNEL: lambda job_id: store.announce((job_id,))},
+        connected=store.announce_all,
+    )
+    await listener.start()
+    watchdog = Watchdog(
+        cluster.store,
+        queue,
+        visibility_s=settings.visibility_timeout,
+        max_attempts=settings.max_attempts,
+    )
+    watchdog.start()
+
+    async def stop() -> None:
+        await executor.shutdown()
+        await watchdog.stop()
+        await listener.stop()
+        await view.close()
+
+    return view, executor, store, webhooks, jobs, stop
 
 
 def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
@@ -103,52 +192,52 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
             log.error("cannot start", reason=exc.message)
             raise
         metrics = Metrics(languages)
-        box = sandbox if sandbox is not None else docker_sandbox(settings, metrics)
-        try:
-            await box.open()
-        except StartupError as exc:
-            engine.dispose()
-            log.error("cannot start", reason=exc.message)
-            raise
-        scheduler = Scheduler(
-            box,
-            workers=settings.workers,
-            backlog=settings.backlog,
-            pin_cpus=settings.pin_cpus,
-            metrics=metrics,
-        )
-        scheduler.start()
-        store = JobStore(engine)
-        webhooks = Webhooks(
-            store,
-            secret=settings.webhook_secret,
-            retries=settings.webhook_retries,
-            allow_private=settings.webhook_allow_private,
-            metrics=metrics,
-        )
+        if settings.queue_url is not None:
+            node = await api_node(settings, engine, metrics, languages)
+            box, scheduler, store, webhooks, jobs, stop_node = node
+        else:
+            box = sandbox if sandbox is not None else docker_sandbox(settings, metrics)
+            try:
+                await box.open()
+            except StartupError as exc:
+                engine.dispose()
+                log.error("cannot start", reason=exc.message)
+                raise
+            local = Scheduler(
+                box,
+                workers=settings.workers,
+                backlog=settings.backlog,
+                pin_cpus=settings.pin_cpus,
+                metrics=metrics,
+            )
+            local.start()
+            scheduler = local
+            store = JobStore(engine)
+            webhooks = Webhooks(
+                store,
+                secret=settings.webhook_secret,
+                retries=settings.webhook_retries,
+                allow_private=settings.webhook_allow_private,
+                metrics=metrics,
+            )
+            jobs = JobService(
+                store,
+                local,
+                webhooks,
+                document=job_callbacks(store, languages),
+                retention_s=settings.retention_days * 86400,
+            )
 
-        async def rendered(job_id: str) -> Callback:
-            row = await store.get(job_id)
-            assert row is not None
-            if row.api == JUDGE0:
-                return judge0_callback(row, judge0_languages(languages))
-            deliveries = await store.deliveries(job_id)
-            return Callback(json.dumps(job_document(row, deliveries)).encode())
+            async def stop_node() -> None:
+                await local.shutdown(settings.shutdown_grace)
 
-        jobs = JobService(
-            store,
-            scheduler,
-            webhooks,
-            document=rendered,
-            retention_s=settings.retention_days * 86400,
-        )
         await jobs.open()
         stopping: list[asyncio.Task[None]] = []
 
         def begin_shutdown() -> None:
             """From now on nothing is admitted; runs get --shutdown-grace, then end."""
             if not stopping:
-                stopping.append(asyncio.create_task(scheduler.shutdown(settings.shutdown_grace)))
+                stopping.append(asyncio.create_task(stop_node()))
 
         app.state.begin_shutdown = begin_shutdown
         app.state.services = Services(settings, box, scheduler, languages)

@@ -101,8 +101,20 @@ def main() -> None:
     type=click.Choice(["console", "json"]),
     help="Log lines as key=value text or as JSON. [console; json if BGC_LOG_JSON=1]",
 )
+@click.option(
+    "--queue-url",
+    help="Distributed mode: the job queue, redis://host:port/db (this node: an API node).",
+)
+@click.option(
+    "--visibility-timeout",
+    type=float,
+    help="Distributed mode: seconds a silent worker keeps its jobs. [30]",
+)
+@click.option(
+    "--max-attempts", type=int, help="Distributed mode: attempts of a job whose workers vanish. [3]"
+)
 def start(**options: Any) -> None:
-    """Start the HTTP service."""
+    """Start the HTTP service (with --queue-url: an API node of distributed mode)."""
     settings = _settings_from(options)
     configure_logging(verbose=settings.verbose, json=settings.json_logs)
     from bgcompiler.app import create_app, request_stop  # late: nothing runs at import time
@@ -118,6 +130,52 @@ def start(**options: Any) -> None:
     server.run()
     if not server.started:
         sys.exit(EXIT_STARTUP_FAILED)
+
+
+# The flags of `start` that concern serving HTTP, which a worker does not do.
+_HTTP_ONLY = {
+    "port",
+    "host",
+    "max_body",
+    "client_timeout",
+    "cors_origin",
+    "require_api_key",
+    "retention_days",
+    "backlog",
+    "max_attempts",
+    "max_count",
+}
+
+
+@main.command()
+@click.option("--worker-id", help="This worker's name. [host-pid-random]")
+def worker(**options: Any) -> None:
+    """Start a worker node of distributed mode: it runs jobs from --queue-url on its own
+    engine (--docker-host) and writes them to the shared --database-url."""
+    settings = _settings_from(options)
+    if settings.queue_url is None:
+        raise click.UsageError("--queue-url is required")
+    configure_logging(verbose=settings.verbose, json=settings.json_logs)
+    import asyncio
+
+    from bgcompiler.cluster.worker_node import WorkerNode
+    from bgcompiler.errors import StartupError
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop_signal, stop.set)
+        await WorkerNode(settings).serve(stop)
+
+    try:
+        asyncio.run(serve())
+    except StartupError as exc:
+        click.echo(f"cannot start: {exc.message}", err=True)
+        sys.exit(EXIT_STARTUP_FAILED)
+
+
+worker.params.extend(param for param in start.params if param.name not in _HTTP_ONLY)
 
 
 @main.group()

@@ -13,6 +13,8 @@
     │   ├── Busy                  the backlog cannot hold all runs of the request
     │   ├── EngineUnavailable     the Docker engine does not answer, or answers with errors
     │   ├── StoreUnavailable      the job store does not answer
+    │   ├── QueueUnavailable      distributed mode: the job queue (Redis) does not answer
+    │   ├── NoWorker              distributed mode: no live worker can run what was asked
     │   └── ShuttingDown          the service is stopping
     └── SandboxError              a run failed for a reason inside the service or engine;
         │                         reported in the run's result as `internal_error`
@@ -20,8 +22,8 @@
                                   (a 503 when it happens outside a run)
     StartupError                  the service cannot start (bad engine or runtime); the CLI exits
 
-Foreign errors (aiodocker, aiohttp, OSError) are translated to these at one
-boundary: the sandbox's engine client.
+Foreign errors are translated to these at one boundary each: the sandbox's engine client
+(aiodocker, aiohttp, OSError), the store (SQLAlchemy) and the job queue (Redis).
 """
 
 from __future__ import annotations
@@ -114,6 +116,14 @@ class EngineUnavailable(Unavailable):
 
 class StoreUnavailable(Unavailable):
     code = "store_unavailable"
+
+
+class QueueUnavailable(Unavailable):
+    code = "queue_unavailable"
+
+
+class NoWorker(Unavailable):
+    code = "no_worker"
 
 
 class ShuttingDown(Unavailable):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bgcompiler.errors import ImageNotFound
+from bgcompiler.executor import Executor
 from bgcompiler.languages import Language
 from bgcompiler.models import Limits
 from bgcompiler.sandbox.base import Sandbox
-from bgcompiler.scheduler import Scheduler
 from bgcompiler.settings import Settings
 
 
@@ -29,7 +29,7 @@ def limits_from(settings: Settings) -> Limits:
 class Services:
     settings: Settings
     sandbox: Sandbox
-    scheduler: Scheduler
+    scheduler: Executor
     languages: dict[str, Language]
 
     @property

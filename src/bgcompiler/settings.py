@@ -126,6 +126,23 @@ class Settings(BaseSettings):
     log_json: bool = Field(
         False, description="BGC_LOG_JSON=1: the same as --log-format json, which wins if given"
     )
+    queue_url: str | None = Field(
+        None,
+        description="distributed mode: the job queue (redis://host:port/db); `start` then runs "
+        "an API node and `worker` a worker node (both need a PostgreSQL --database-url)",
+    )
+    visibility_timeout: float = Field(
+        30,
+        ge=1,
+        description="distributed mode: seconds a silent worker keeps its jobs before they "
+        "are taken over",
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="distributed mode: attempts of a job whose workers vanish"
+    )
+    worker_id: str | None = Field(
+        None, min_length=1, max_length=64, description="a worker's name [host-pid-random]"
+    )
 
     @field_validator("cors_origin")
     @classmethod
@@ -141,6 +158,11 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.output * 1024 > 64 * 1024 * 1024:
             raise ValueError("output must be at most 65536 KB")
+        if self.queue_url is not None:
+            if not self.queue_url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("queue_url must be a redis:// URL")
+            if self.database_url is None:
+                raise ValueError("queue_url needs a PostgreSQL database_url shared by all nodes")
         return self
 
     @property

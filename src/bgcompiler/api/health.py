@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from bgcompiler.errors import ShuttingDown, Unavailable
+from bgcompiler.executor import Executor
 from bgcompiler.sandbox.base import Sandbox
-from bgcompiler.scheduler import Scheduler
 from bgcompiler.store.jobs import JobStore
 
 log = structlog.get_logger(__name__)
@@ -67,7 +67,7 @@ class Readiness:
 
 
 def readiness(
-    sandbox: Sandbox, store: JobStore, scheduler: Scheduler, deadline_s: float
+    sandbox: Sandbox, store: JobStore, scheduler: Executor, deadline_s: float
 ) -> Readiness:
     """The checks of a node: its engine answers a ping, its store a read, its queue admits."""
 

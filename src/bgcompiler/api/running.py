@@ -8,10 +8,11 @@ from fastapi import Request
 
 from bgcompiler.core.outcome import Outcome
 from bgcompiler.errors import Unavailable
-from bgcompiler.scheduler import Job, Scheduler
+from bgcompiler.executor import Executor
+from bgcompiler.scheduler import Job
 
 
-async def outcome_of(request: Request, scheduler: Scheduler, job: Job) -> Outcome:
+async def outcome_of(request: Request, scheduler: Executor, job: Job) -> Outcome:
     """Submits the job (or raises Busy) and waits for its outcome; if the client closes its
     connection first, the job is cancelled: its queued runs dropped, its containers killed."""
     scheduler.submit(job)

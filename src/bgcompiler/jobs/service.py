@@ -28,9 +28,10 @@ from bgcompiler.core.events import (
 from bgcompiler.core.outcome import Outcome, RunRecord, outcome_to_json, summarize
 from bgcompiler.core.plan import Plan
 from bgcompiler.errors import BgcError, Conflict, NotFound, ShuttingDown
+from bgcompiler.executor import Executor
 from bgcompiler.jobs.webhooks import Callback, Webhooks
 from bgcompiler.models import RunResult
-from bgcompiler.scheduler import Job, Scheduler
+from bgcompiler.scheduler import Job
 from bgcompiler.store.jobs import CANCELLED, DONE, FAILED, FINAL, JobRow, JobStore
 
 log = structlog.get_logger(__name__)
@@ -53,11 +54,12 @@ class JobService:
     def __init__(
         self,
         store: JobStore,
-        scheduler: Scheduler,
+        scheduler: Executor,
         webhooks: Webhooks,
         *,
         document: Callable[[str], Awaitable[Callback]],
         retention_s: float,
+        recovers: bool = True,
     ) -> None:
         self._store = store
         self._scheduler = scheduler
@@ -67,6 +69,9 @@ class JobService:
         self._jobs: dict[str, Job] = {}
         self._progress: dict[str, _Progress] = {}
         self._purger: asyncio.Task[None] | None = None
+        # A worker node of distributed mode takes up no jobs at start: the cluster's
+        # watchdog hands another worker the jobs of one that stopped.
+        self._recovers = recovers
 
     @property
     def store(self) -> JobStore:
@@ -76,7 +81,7 @@ class JobService:
         """Starts the store's writer, queues every job a previous instance left unfinished,
         and starts purging old jobs."""
         self._store.start()
-        for row in await self._store.recover():
+        for row in await self._store.recover() if self._recovers else []:
             try:
                 plan = Plan.from_json(row.plan)
             except ValueError as exc:  # stored by a version whose plans this one cannot read
@@ -169,14 +174,38 @@ class JobService:
         await self._store.flush()
         return await self.get(job_id)
 
+    # --- a worker node's side (distributed mode) --------------------------------------------
+
+    def run_claimed(
+        self, job_id: str, plan: Plan, callback_url: str | None
+    ) -> asyncio.Future[Outcome]:
+        """Runs a job this node claimed in the store (its writes guarded by the claim's
+        attempt); the future ends with the job (ShuttingDown: it was not finished)."""
+        return self._enqueue(job_id, plan, callback_url, force=True)
+
+    def cancel_running(self, job_id: str) -> None:
+        """Another node asked to cancel the job: its runs are killed, the partial outcome
+        written as on a single node."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            self._scheduler.cancel(job)
+
+    def abandon(self, job_id: str) -> None:
+        """Another attempt holds the job now: its runs here stop, and nothing more of it is
+        written."""
+        self._forget(job_id)
+
     # --- execution -----------------------------------------------------------------------
 
-    def _enqueue(self, job_id: str, plan: Plan, callback_url: str | None, *, force: bool) -> None:
+    def _enqueue(
+        self, job_id: str, plan: Plan, callback_url: str | None, *, force: bool
+    ) -> asyncio.Future[Outcome]:
         job = Job(job_id, plan, sink=self._sink_of(job_id))
         self._jobs[job_id] = job
         self._progress[job_id] = _Progress(plan, callback_url)
         self._scheduler.submit(job, force=force)
         job.outcome.add_done_callback(lambda ended: self._ended(job_id, ended))
+        return job.outcome
 
     def _sink_of(self, job_id: str) -> Callable[[Event], Awaitable[None]]:
         async def sink(event: Event) -> None:

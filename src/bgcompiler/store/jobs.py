@@ -26,7 +26,19 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import (
     DisconnectionError,
@@ -37,7 +49,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bgcompiler.errors import InvalidRequest, StoreUnavailable
-from bgcompiler.store.schema import deliveries, events, jobs
+from bgcompiler.store.schema import deliveries, events, jobs, workers
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +71,8 @@ class _StoreDown(StoreUnavailable):
 
 
 QUEUED, RUNNING, DONE, CANCELLED, FAILED = "queued", "running", "done", "cancelled", "failed"
+# Distributed mode: the PostgreSQL channel on which a commit names the jobs it changed.
+JOBS_CHANNEL = "bgc_jobs"
 FINAL = (DONE, CANCELLED, FAILED)
 
 
@@ -80,6 +94,9 @@ class JobRow:
     api: str = "v1"  # the API that took the job
     request: bytes | None = None  # its request, for an API that answers with it (Judge0)
     owner: str | None = None  # the API key that submitted it; None: keys were off
+    worker: str | None = None  # distributed mode: the worker that holds it
+    route: str | None = None  # distributed mode: the queue it goes to
+    sent_at: float | None = None  # distributed mode: when it was last handed to the queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +123,35 @@ class _Pending:
     committed: Callable[[], None] | None = None  # brings the rows kept in memory up to date
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job a worker took: the job as it was, and the attempt the worker now holds."""
+
+    row: JobRow
+    attempt: int
+
+
 class JobStore:
-    def __init__(self, engine: Engine) -> None:
+    """`keeps_rows`: this process is the only writer of the jobs it runs (single node), so
+    their rows are served from memory. In distributed mode (`keeps_rows=False`) every node
+    reads the database, a worker's writes are guarded by the attempt it holds (a write of
+    an attempt that lost the job changes nothing, and `on_lost` is told), and every commit
+    notifies the other nodes (`notifies`, PostgreSQL's NOTIFY on `jobs_changed`)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        keeps_rows: bool = True,
+        notifies: bool = False,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self._engine = engine
+        self._keeps_rows = keeps_rows
+        self._notifies = notifies
+        self._on_lost = on_lost
+        # Distributed mode: the attempt this worker holds of each job it runs.
+        self._held: dict[str, int] = {}
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._reader_threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="store-reader")
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -156,6 +199,7 @@ class JobStore:
         api: str = "v1",
         request: bytes | None = None,
         owner: str | None = None,
+        route: str | None = None,
     ) -> tuple[JobRow, asyncio.Future[None]]:
         """Queues the job's insert at once (before any later write of it); returns the job
         and a future done once it is committed."""
@@ -176,6 +220,8 @@ class JobStore:
             api=api,
             request=request,
             owner=owner,
+            route=route,
+            sent_at=time.time() if route is not None else None,
         )
         self._last_event[job_id] = 0
 
@@ -183,12 +229,16 @@ class JobStore:
             connection.execute(insert(jobs).values(**_fields(row)))
 
         def committed() -> None:
-            self._rows[job_id] = row
+            if self._keeps_rows:
+                self._rows[job_id] = row
 
         return row, self._submit(write, (job_id,), committed)
 
     def started(self, job_id: str) -> int:
-        """The job begins (again) on a worker: running, attempts + 1. Returns the attempt."""
+        """The job begins (again) on a worker: running, attempts + 1. Returns the attempt.
+        A job this worker claimed is already running in the attempt the claim took."""
+        if (held := self._held.get(job_id)) is not None:
+            return held
         attempt = self._attempt.get(job_id, 0) + 1
         self._attempt[job_id] = attempt
         now = time.time()
@@ -216,15 +266,24 @@ class JobStore:
         attempt = self._attempt.get(job_id, 0)
         row = {"job_id": job_id, "id": event_id, "attempt": attempt, "kind": kind, "data": data}
 
+        held = self._held.get(job_id)
+        lost: list[bool] = []
+
         def write(connection: Connection) -> None:
-            connection.execute(insert(events).values(**row))
+            if held is None:
+                connection.execute(insert(events).values(**row))
+            elif not _insert_if_held(connection, job_id, held, row):
+                lost.append(True)
+                return
             if counts_run:
                 connection.execute(
                     update(jobs).where(jobs.c.id == job_id).values(runs_done=jobs.c.runs_done + 1)
                 )
 
         def committed() -> None:
-            if counts_run and (kept := self._rows.get(job_id)) is not None:
+            if lost:
+                self._lost(job_id)
+            elif counts_run and (kept := self._rows.get(job_id)) is not None:
                 self._rows[job_id] = replace(kept, runs_done=kept.runs_done + 1)
 
         self._enqueue(write, job_id, committed)
@@ -237,16 +296,28 @@ class JobStore:
         event_id = self._last_event.get(job_id, 0) + 1
         done = {"job_id": job_id, "id": event_id, "attempt": self._attempt.get(job_id, 0)}
 
+        held = self._held.pop(job_id, None)
+        lost: list[bool] = []
+
         def write(connection: Connection) -> None:
             # One write: whoever sees the job ended finds its `done` event committed with it.
+            if held is None:
+                connection.execute(insert(events).values(**done, kind="done", data=b""))
+            elif not _insert_if_held(
+                connection, job_id, held, {**done, "kind": "done", "data": b""}
+            ):
+                lost.append(True)  # another attempt holds it now: its end is not ours to write
+                return
             connection.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
                 .values(status=status, finished_at=now, outcome=outcome, error=error)
             )
-            connection.execute(insert(events).values(**done, kind="done", data=b""))
 
         def committed() -> None:
+            if lost:
+                self._lost(job_id)
+                return
             kept = self._rows.pop(job_id, None)
             if kept is not None:
                 ended = replace(kept, status=status, finished_at=now, outcome=outcome, error=error)
@@ -255,6 +326,84 @@ class JobStore:
         self._enqueue(write, job_id, committed)
         self._attempt.pop(job_id, None)
         self._last_event.pop(job_id, None)  # an ended job gets no more events
+
+    # --- distributed mode: a worker's hold on a job -----------------------------------------
+
+    async def claim(self, job_id: str, worker_id: str, *, stale_before: float) -> Claim | None:
+        """Takes the job for this worker in a new attempt, if it is queued, or running on a
+        worker not seen since `stale_before` (gone); None when it has ended or a live worker
+        holds it (a message delivered twice is then dropped). The runs of an interrupted
+        attempt are discarded; event ids are never reused."""
+
+        def claim(connection: Connection) -> tuple[Claim, int] | None:
+            found = connection.execute(
+                select(jobs).where(jobs.c.id == job_id).with_for_update()
+            ).first()
+            if found is None:
+                return None
+            row = _job(found._mapping)
+            if row.status == RUNNING and row.worker is not None:
+                seen = connection.scalar(
+                    select(workers.c.seen_at).where(workers.c.id == row.worker)
+                )
+                if seen is not None and seen >= stale_before:
+                    return None
+            elif row.status != QUEUED:
+                return None
+            last = connection.scalar(select(func.max(events.c.id)).where(events.c.job_id == job_id))
+            connection.execute(
+                delete(events).where(
+                    events.c.job_id == job_id, events.c.kind.in_(("compile", "run"))
+                )
+            )
+            now = time.time()
+            taken = connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.attempts == row.attempts)
+                .values(
+                    status=RUNNING,
+                    attempts=row.attempts + 1,
+                    worker=worker_id,
+                    started_at=now,
+                    runs_done=0,
+                )
+            )
+            if taken.rowcount != 1:
+                return None
+            held = replace(
+                row, status=RUNNING, attempts=row.attempts + 1, worker=worker_id, started_at=now
+            )
+            return Claim(held, held.attempts), int(last or 0)
+
+        taken = await self._transaction(claim)
+        if taken is None:
+            return None
+        claim_, last = taken
+        self._held[job_id] = claim_.attempt
+        self._attempt[job_id] = claim_.attempt
+        self._last_event[job_id] = last
+        return claim_
+
+    def hand_back(self, job_id: str) -> None:
+        """This worker gives the job up unfinished (it is stopping): queued again, for
+        another worker to run from the start."""
+        held = self._held.pop(job_id, None)
+        self._attempt.pop(job_id, None)
+        self._last_event.pop(job_id, None)
+        if held is None:
+            return
+
+        def write(connection: Connection) -> None:
+            connection.execute(
+                update(jobs)
+                .where(_is_held(job_id, held))
+                .values(status=QUEUED, worker=None, runs_done=0)
+            )
+
+        self._enqueue(write, job_id)
+
+    def holds(self, job_id: str) -> bool:
+        return job_id in self._held
 
     def delivery(
         self, job_id: str, attempt: int, status_code: int | None, error: str | None
@@ -518,6 +667,7 @@ class JobStore:
             with translated(log_refusal=alone), self._engine.begin() as connection:
                 for pending in batch:
                     pending.write(connection)
+                self._notify(connection, batch)
             return [None] * len(batch)
         except StoreUnavailable as exc:
             if alone or isinstance(exc, _StoreDown):
@@ -527,10 +677,31 @@ class JobStore:
             try:
                 with translated(), self._engine.begin() as connection:
                     pending.write(connection)
+                    self._notify(connection, [pending])
                 errors.append(None)
             except StoreUnavailable as exc:
                 errors.append(exc)
         return errors
+
+    def _notify(self, connection: Connection, batch: list[_Pending]) -> None:
+        """Tells the other nodes which jobs this commit touched (delivered at the commit)."""
+        if self._notifies:
+            for job_id in sorted({job for pending in batch for job in pending.jobs}):
+                connection.execute(select(func.pg_notify(JOBS_CHANNEL, job_id)))
+
+    def _lost(self, job_id: str) -> None:
+        log.warning("the job was taken over by another attempt; this one stops", job=job_id)
+        self._held.pop(job_id, None)
+        if self._on_lost is not None:
+            self._on_lost(job_id)
+
+    def announce(self, job_ids: Iterable[str]) -> None:
+        """Another node changed these jobs (distributed mode): wake whoever waits on them."""
+        self._announce(job_ids)
+
+    def announce_all(self) -> None:
+        """Notifications may have been missed (the listener reconnected): wake every waiter."""
+        self._announce(list(self._changes))
 
     def _announce(self, job_ids: Iterable[str]) -> None:
         for job_id in set(job_ids):
@@ -572,6 +743,24 @@ def translated(*, log_refusal: bool = True) -> Iterator[None]:
 
 def _noop(_: Connection) -> None:
     return None
+
+
+def _is_held(job_id: str, attempt: int) -> ColumnElement[bool]:
+    """The job is still running in this attempt (no other worker has taken it over)."""
+    return and_(jobs.c.id == job_id, jobs.c.attempts == attempt, jobs.c.status == RUNNING)
+
+
+def _insert_if_held(connection: Connection, job_id: str, attempt: int, row: dict[str, Any]) -> bool:
+    """Inserts the event only while the attempt holds the job; whether it did."""
+    columns = ("job_id", "id", "attempt", "kind", "data")
+    values = select(
+        *(
+            literal(row[name], LargeBinary) if name == "data" else literal(row[name])
+            for name in columns
+        )
+    ).where(exists(select(jobs.c.id).where(_is_held(job_id, attempt))))
+    inserted = insert(events).from_select(columns, values).returning(events.c.id)
+    return connection.execute(inserted).first() is not None
 
 
 def _size(row: JobRow) -> int:

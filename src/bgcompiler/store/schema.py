@@ -42,6 +42,11 @@ jobs = Table(
     Column("request", LargeBinary),
     # The API key that submitted it (None: keys were off); a key sees only its own jobs.
     Column("owner", String(64)),
+    # Distributed mode: the worker that holds the job (its attempt is `attempts`), the queue
+    # it was routed to (by what it needs), and when it was last handed to the queue.
+    Column("worker", String(64)),
+    Column("route", String(200)),
+    Column("sent_at", Float),
 )
 Index("jobs_by_time", jobs.c.created_at, jobs.c.id)
 Index("jobs_by_owner_time", jobs.c.owner, jobs.c.created_at, jobs.c.id)
@@ -56,6 +61,24 @@ events = Table(
     Column("attempt", Integer, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("data", LargeBinary, nullable=False),
+)
+
+# A worker node: what it can run (its runtime, the images its engine has: JSON), its
+# capacity and load, and its last heartbeat. A worker not seen for the visibility timeout
+# is gone: its jobs are taken over.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("runtime", String(32), nullable=False),
+    Column("images", Text, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("busy", Integer, nullable=False),
+    Column("pool", Text, nullable=False),
+    Column("draining", Boolean, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
 )
 
 deliveries = Table(

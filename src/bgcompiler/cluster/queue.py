@@ -1,0 +1,186 @@
+"""The job queue of distributed mode, on Redis through Taskiq's stream broker (taskiq-redis).
+
+A message is only a job id: the job itself is in the store. Each route is a Redis stream
+named by what a job needs (its runtime and its image); a worker reads, in one consumer
+group, the streams of everything it can run, so a job only reaches a worker able to run it.
+A message stays pending (unacknowledged) until the worker has finished with the job; the
+pending messages of a worker that died are claimed by another after the visibility
+timeout (the broker's XAUTOCLAIM). docs/deployment.md says why this engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from taskiq.acks import AckableMessage
+from taskiq.message import BrokerMessage
+from taskiq_redis import RedisStreamBroker
+
+from bgcompiler.errors import QueueUnavailable
+
+log = structlog.get_logger(__name__)
+
+TASK_NAME = "bgcompiler.run_job"
+GROUP = "bgc-workers"
+# Waits this long on an idle read before asking again (a read returns at once when a
+# message arrives): how fast a stopping worker notices it should stop reading.
+READ_BLOCK_MS = 1000
+# Streams keep this many messages at most (acknowledged ones are trimmed; the backlog is
+# bounded by --backlog, far below it).
+STREAM_MAXLEN = 100_000
+EPOCH_KEY = "bgc:epoch"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+def route(runtime: str, image: str) -> str:
+    """The stream a job goes to: the runtime and image it needs."""
+    return "bgc:jobs:" + _UNSAFE.sub("_", f"{runtime}:{image}")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A job id taken from the queue; `ack` once the job is finished or handed back."""
+
+    job_id: str
+    ack: Callable[[], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The one place Redis's errors become ours."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(f"the job queue is not available: {exc}") from exc
+
+
+class JobQueue:
+    """The API node's side: sends job ids to their routes."""
+
+    def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
+        self._broker = _broker(url, "bgc:jobs:none", [], timeout_s=timeout_s, idle_ms=0)
+
+    async def send(self, job_id: str, to: str) -> None:
+        message = BrokerMessage(
+            task_id=uuid.uuid4().hex,
+            task_name=TASK_NAME,
+            message=job_id.encode(),
+            labels={"queue_name": to},
+        )
+        with _translated():
+            await self._broker.kick(message)
+
+    async def ping(self) -> None:
+        with _translated():
+            async with self._broker.connection() as redis:
+                await redis.ping()
+
+    async def restarted(self) -> bool:
+        """Whether Redis lost its data since this was last asked (by any node): a key set
+        once is gone after a restart without persistence."""
+        with _translated():
+            async with self._broker.connection() as redis:
+                return bool(await redis.set(EPOCH_KEY, uuid.uuid4().hex, nx=True))
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._broker.shutdown()
+
+
+class JobReader:
+    """A worker's side: reads the job ids of its routes, one when it has room for one."""
+
+    def __init__(self, url: str, routes: list[str], *, visibility_s: float, consumer: str) -> None:
+        self._routes = routes
+        self._broker = _broker(
+            url,
+            routes[0],
+            routes[1:],
+            timeout_s=5.0 + READ_BLOCK_MS / 1000,
+            idle_ms=int(visibility_s * 1000),
+            consumer=consumer,
+        )
+        self._messages: AsyncGenerator[AckableMessage, None] | None = None
+
+    async def open(self) -> None:
+        with _translated():
+            await self._broker.startup()
+
+    async def next(self) -> Delivery:
+        """The next job id for this worker (waits until there is one)."""
+        while True:
+            if self._messages is None:
+                self._messages = self._broker.listen()
+            try:
+                with _translated():
+                    message = await anext(self._messages)
+            except QueueUnavailable:
+                self._messages = None
+                raise
+            return Delivery(bytes(message.data).decode(), _acker(message))
+
+    async def close(self) -> None:
+        if self._messages is not None:
+            with contextlib.suppress(RedisError, OSError, RuntimeError):
+                await self._messages.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            async with self._broker.connection() as redis:
+                # A worker that stops cleanly leaves no consumer behind in the group.
+                for stream in self._routes:
+                    await redis.xgroup_delconsumer(stream, GROUP, self._broker.consumer_name)
+        with contextlib.suppress(RedisError, OSError):
+            await self._broker.shutdown()
+
+
+def _acker(message: AckableMessage) -> Callable[[], Awaitable[None]]:
+    async def acknowledge() -> None:
+        try:
+            result = message.ack()
+            if isinstance(result, Awaitable):
+                await result
+        except (RedisError, OSError) as exc:
+            # Not acknowledged: the message is claimed again after the visibility timeout,
+            # and the claim then finds the job ended and drops it.
+            log.warning("could not acknowledge a job's message", error=str(exc))
+
+    return acknowledge
+
+
+class _Broker(RedisStreamBroker):
+    def connection(self) -> Redis:
+        return Redis(connection_pool=self.connection_pool)
+
+
+def _broker(
+    url: str,
+    first: str,
+    others: list[str],
+    *,
+    timeout_s: float,
+    idle_ms: int,
+    consumer: str | None = None,
+) -> _Broker:
+    return _Broker(
+        url,
+        queue_name=first,
+        consumer_group_name=GROUP,
+        consumer_name=consumer,
+        # From the start of each stream: jobs sent before any worker read them are not lost.
+        consumer_id="0",
+        xread_block=READ_BLOCK_MS,
+        xread_count=1,  # one at a time: a busy worker leaves the rest to the others
+        maxlen=STREAM_MAXLEN,
+        idle_timeout=max(idle_ms, 1),
+        unacknowledged_batch_size=1,
+        unacknowledged_lock_timeout=max(idle_ms / 1000, 1.0),
+        additional_streams=dict.fromkeys(others, ">"),
+        socket_connect_timeout=2.0,
+        socket_timeout=timeout_s,
+    )
