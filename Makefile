@@ -7,12 +7,15 @@ SETUP_STAMP := $(VENV)/.installed
 # The Node clients the suite runs against the service (tests/clients/node).
 CLIENTS_DIR := tests/clients/node
 CLIENTS_STAMP := $(CLIENTS_DIR)/node_modules/.installed
+# The playground's code editor: CodeMirror from npm, bundled into the package's static assets.
+EDITOR_DIR := web/editor
+EDITOR_BUNDLE := src/bgcompiler/static/play/vendor/codemirror.js
 
-.PHONY: setup engine images redis distributed clients browser start test test-unit check lint typecheck clean bench
+.PHONY: setup engine images editor redis distributed clients browser start test test-unit check lint typecheck clean bench
 
 # `make setup DISTRIBUTED=1` (or `make distributed`) also installs Redis for the distributed
 # mode; the single-node default needs none. The test fixtures install it themselves when missing.
-setup: $(SETUP_STAMP) engine images $(if $(DISTRIBUTED),redis)
+setup: $(SETUP_STAMP) engine images editor $(if $(DISTRIBUTED),redis)
 
 distributed: setup redis
 
@@ -31,6 +34,12 @@ images: $(SETUP_STAMP) engine
 # Debian's redis-server; installing it starts nothing (docs/deployment.md: how to run it).
 redis:
 	command -v redis-server >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
+
+editor: $(EDITOR_BUNDLE)
+
+$(EDITOR_BUNDLE): $(EDITOR_DIR)/package.json $(EDITOR_DIR)/package-lock.json $(EDITOR_DIR)/build.mjs $(EDITOR_DIR)/src/index.js
+	command -v npm >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
+	cd $(EDITOR_DIR) && npm ci --no-audit --no-fund && node build.mjs
 
 clients: $(CLIENTS_STAMP)
 

@@ -43,13 +43,43 @@ def shoot(page: Page, path: Path) -> None:
 
 
 def type_code(page: Page, entry: int, code: str) -> None:
-    """Sets an editor's text as typing would (an input event, so highlighting and the byte
-    count follow)."""
+    """Empties an entry's editor, focuses it and types the code into it (the browser's own
+    text input, as a keyboard or an input method would give it)."""
     page.evaluate(f"""(() => {{
-        const area = document.querySelectorAll('#entries textarea.code')[{entry}];
-        area.value = {json.dumps(code)};
-        area.dispatchEvent(new Event('input'));
+        const editor = document.querySelectorAll('#entries .editor')[{entry}].editor;
+        editor.text = '';
+        editor.focus();
     }})()""")
+    page.call("Input.insertText", text=code)
+
+
+def codes(page: Page) -> list[str]:
+    texts: list[str] = page.evaluate(
+        "[...document.querySelectorAll('#entries .editor')].map(e => e.editor.text)"
+    )
+    return texts
+
+
+# The colours of the word `import` and of the plain text of its line: different when the
+# editor highlights Python's keywords.
+KEYWORD_COLOURS = """(() => {
+    const line = [...document.querySelectorAll('#entries .cm-line')]
+        .find(l => l.textContent.startsWith('import'));
+    const word = [...line.querySelectorAll('span')].find(s => s.textContent === 'import');
+    return [word && getComputedStyle(word).color, getComputedStyle(line).color];
+})()"""
+
+
+def press(page: Page, key: str, code: str, keycode: int, modifiers: int = 0) -> None:
+    for kind in ("keyDown", "keyUp"):
+        page.call(
+            "Input.dispatchKeyEvent",
+            type=kind,
+            key=key,
+            code=code,
+            windowsVirtualKeyCode=keycode,
+            modifiers=modifiers,
+        )
 
 
 def count(page: Page, selector: str) -> int:
@@ -78,7 +108,26 @@ def test_write_run_compare_and_reload(server: Server, page: Page, tmp_path: Path
     assert page.evaluate("document.querySelector('.bytes').textContent") == (
         f"{len(REVERSE)} bytes"
     )
-    assert count(page, "#entries pre .tok-kw") >= 2  # import, print: highlighted
+    assert codes(page) == [REVERSE]
+    keyword, plain = page.evaluate(KEYWORD_COLOURS)
+    assert keyword is not None, "`import` is not a token of its own: no highlighting"
+    assert keyword != plain
+    label = page.evaluate(
+        "document.querySelector('#entries .cm-content').getAttribute('aria-label')"
+    )
+    assert label == "Code of entry 1"
+    press(page, "Tab", "Tab", 9)  # Tab leaves the editor: the page is usable by keyboard
+    assert page.evaluate("document.activeElement.closest('.cm-editor') === null")
+    limits = page.evaluate("fetch('/api/v1/limits').then(r => r.json())")
+    assert page.evaluate("document.getElementById('count').max") == str(limits["max_runs"])
+    assert page.evaluate("document.getElementById('time-ms').max") == str(limits["time_ms"])
+    page.evaluate(f"""(() => {{
+        document.getElementById('count').value = {limits["max_runs"] + 1};
+        document.getElementById('run').click();
+    }})()""")
+    assert page.evaluate("document.getElementById('message').classList.contains('error')")
+    assert "between 1 and" in page.evaluate("document.getElementById('message').textContent")
+    assert count(page, "#results .entry-result") == 0  # refused before anything was sent
     page.evaluate(f"""(() => {{
         for (const t of {json.dumps(TESTS)}) document.getElementById('add-test').click();
         const rows = document.querySelectorAll('#tests .test');
@@ -130,10 +179,7 @@ def test_write_run_compare_and_reload(server: Server, page: Page, tmp_path: Path
     page.open("about:blank")
     page.open(permalink)
     assert page.wait_for(done(page, 2), timeout=30), page.evaluate("document.body.innerText")
-    codes = page.evaluate(
-        "[...document.querySelectorAll('#entries textarea.code')].map(e => e.value)"
-    )
-    assert codes == [REVERSE, SHORT]
+    assert codes(page) == [REVERSE, SHORT]
     assert page.evaluate("document.querySelectorAll('#tests .t-in')[1].value") == "xy"
     assert count(page, "#results tr.run") == 8
     assert count(page, "#plots figure.strip:first-of-type circle.point") == 8

@@ -33,7 +33,14 @@ async def test_page_and_every_asset_it_loads_are_served(api: Callable[..., Any])
         assert asset.headers["content-type"].startswith(kind), name
         assert not re.findall(r"https?://", asset.text.replace(SVG_NAMESPACE, "")), name
         pending += IMPORT.findall(asset.text)
-    assert {"api.js", "editor.js", "plots.js", "results.js", "diff.js", "highlight.js"} <= seen
+    assert {"api.js", "editor.js", "plots.js", "results.js", "diff.js"} <= seen
+    # The editor's bundle, imported on demand (built by `make setup` from web/editor).
+    assert 'import("./vendor/codemirror.js")' in (await client.get("/play/assets/editor.js")).text
+    bundle = await client.get("/play/assets/vendor/codemirror.js")
+    assert bundle.status_code == 200, "the editor bundle is not built: run make setup"
+    assert bundle.headers["content-type"].startswith("text/javascript")
+    assert not re.findall(r"https?://", bundle.text.replace(SVG_NAMESPACE, ""))
+    assert "export{" in bundle.text.replace(" ", "")  # an ES module (createEditor)
 
 
 async def test_page_is_open_when_keys_are_required(api: Callable[..., Any]) -> None:

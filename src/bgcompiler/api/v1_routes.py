@@ -10,12 +10,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bgcompiler.api.admission import admit
+from bgcompiler.api.auth import caller_of
 from bgcompiler.api.docs import ERROR_RESPONSES
+from bgcompiler.api.jobs_schemas import MAX_METADATA_BYTES
 from bgcompiler.api.routes import services
 from bgcompiler.api.running import outcome_of
 from bgcompiler.api.v1_plan import v1_plan
 from bgcompiler.api.v1_render import v1_document
-from bgcompiler.api.v1_schemas import LanguageOut, RunRequest, RunResponse
+from bgcompiler.api.v1_schemas import (
+    MIN_MEMORY_MB,
+    MIN_PIDS,
+    LanguageOut,
+    LimitsOut,
+    RunRequest,
+    RunResponse,
+)
 from bgcompiler.errors import ImageNotFound
 from bgcompiler.scheduler import Job
 
@@ -44,6 +53,38 @@ async def languages(request: Request) -> list[dict[str, Any]]:
             }
         )
     return listed
+
+
+@router.get("/limits", summary="The largest limits and run count this caller may ask for")
+async def limits(request: Request) -> LimitsOut:
+    # Clients (the playground's inputs, say) bound what they offer with these, so that a
+    # request is not refused for asking more than the server (or the caller's key) allows.
+    svc = services(request)
+    server = svc.default_limits
+    runs, time_ms, memory_mb = (
+        svc.settings.max_count,
+        round(server.timeout_s * 1000),
+        server.memory_mb,
+    )
+    caller = caller_of(request)
+    if caller is not None:
+        key = caller.key
+        caps = (key.max_count, key.burst, key.runs_per_day)
+        runs = min([runs, *(cap for cap in caps if cap is not None)])
+        time_ms = min(time_ms, key.max_time_ms or time_ms)
+        memory_mb = min(memory_mb, key.max_memory_mb or memory_mb)
+    return LimitsOut(
+        max_runs=runs,
+        time_ms=time_ms,
+        memory_mb=memory_mb,
+        min_memory_mb=MIN_MEMORY_MB,
+        output_kb=server.output_bytes // 1024,
+        pids=server.pids,
+        min_pids=MIN_PIDS,
+        cpus=server.cpus,
+        max_body_kb=svc.settings.max_body,
+        max_metadata_bytes=MAX_METADATA_BYTES,
+    )
 
 
 @router.get("/status", summary="Workers, queue and warm pool, right now")

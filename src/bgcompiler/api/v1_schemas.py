@@ -22,6 +22,9 @@ from bgcompiler.sandbox.payload import check_file_name
 from bgcompiler.stats import Stats
 
 MAX_FILES = 100
+# The smallest limits a request may ask for (below these nothing starts).
+MIN_MEMORY_MB = 6
+MIN_PIDS = 8
 
 
 class FileIn(BaseModel):
@@ -54,9 +57,11 @@ class LimitsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     time_ms: StrictInt | None = Field(None, ge=1, description="wall-clock limit of each run")
-    memory_mb: StrictInt | None = Field(None, ge=6, description="memory (no swap) of each run")
+    memory_mb: StrictInt | None = Field(
+        None, ge=MIN_MEMORY_MB, description="memory (no swap) of each run"
+    )
     output_kb: StrictInt | None = Field(None, ge=1, description="cap of stdout and of stderr")
-    pids: StrictInt | None = Field(None, ge=8, description="processes and threads")
+    pids: StrictInt | None = Field(None, ge=MIN_PIDS, description="processes and threads")
     cpus: StrictFloat | StrictInt | None = Field(None, gt=0, description="hard CPU cap")
 
 
@@ -221,3 +226,20 @@ class LanguageOut(BaseModel):
     compile: str | None
     run: str
     image_present: bool
+
+
+class LimitsOut(BaseModel):
+    """What this caller may ask for: each limit's largest value (also the one a request
+    that gives none gets) and smallest, and the most runs one request may need. An API key
+    with caps of its own lowers these."""
+
+    max_runs: int = Field(description="compile + warmup + count x tests, at most")
+    time_ms: int = Field(description="wall-clock limit of each run, at most (and default)")
+    memory_mb: int = Field(description="memory of each run, at most (and default)")
+    min_memory_mb: int
+    output_kb: int = Field(description="cap of stdout and of stderr, at most (and default)")
+    pids: int = Field(description="processes and threads, at most (and default)")
+    min_pids: int
+    cpus: float = Field(description="hard CPU cap, at most (and default)")
+    max_body_kb: int = Field(description="largest request body")
+    max_metadata_bytes: int = Field(description="a job's metadata, as compact JSON")

@@ -1,6 +1,6 @@
-// The code entries: a language picker and a highlighted editor each. Tab keeps moving the
-// focus (the page must be usable from the keyboard); Ctrl+Enter runs.
-import { highlight } from "./highlight.js";
+// The code entries: a language picker and a CodeMirror editor each (vendor/codemirror.js,
+// built from npm packages by `make setup`). Tab moves the focus on (the page must be usable
+// from the keyboard); Ctrl+Enter runs.
 
 export const COLOURS = ["#0969da", "#bf3989", "#1a7f37", "#bc4c00", "#8250df", "#57606a"];
 
@@ -19,6 +19,35 @@ export function sourceBytes(code) {
   return encoder.encode(code).length;
 }
 
+// The bundle, loaded once. Without it (a checkout where `make setup` has not built it) the
+// entries fall back to plain text areas, and the page says why.
+let bundle = null;
+export async function loadEditor() {
+  try {
+    bundle = await import("./vendor/codemirror.js");
+    return null;
+  } catch (error) {
+    return `The code editor is not built (run make setup); plain text areas instead. (${error.message})`;
+  }
+}
+
+function plainEditor({ parent, text, label, onChange, onRun }) {
+  const area = document.createElement("textarea");
+  Object.assign(area, { value: text, rows: 10, spellcheck: false, className: "plain-code" });
+  area.setAttribute("aria-label", label);
+  area.addEventListener("input", () => onChange(area.value));
+  area.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); onRun(); }
+  });
+  parent.append(area);
+  return {
+    get text() { return area.value; },
+    set text(value) { area.value = value; },
+    set language(_) {},
+    focus() { area.focus(); },
+  };
+}
+
 // languages: the registry; onRun: called on Ctrl+Enter; onRemove(entry).
 export function makeEntry(container, languages, { language, code, label } = {}, onRun, onRemove) {
   const n = ++made;
@@ -33,8 +62,7 @@ export function makeEntry(container, languages, { language, code, label } = {}, 
       <span class="bytes" aria-live="off"></span>
       <button type="button" class="remove">Remove</button>
     </div>
-    <div class="editor"><pre aria-hidden="true"></pre>
-      <textarea class="code" spellcheck="false" autocapitalize="off" autocomplete="off"></textarea></div>`;
+    <div class="editor"></div>`;
   const select = box.querySelector(".language");
   for (const lang of languages) {
     const option = new Option(lang.image_present ? `${lang.name} ${lang.version}` : `${lang.name} (image not built)`, lang.name);
@@ -43,37 +71,30 @@ export function makeEntry(container, languages, { language, code, label } = {}, 
   }
   const present = languages.filter((l) => l.image_present).map((l) => l.name);
   select.value = language || (present.includes("python") ? "python" : present[0] || "");
-  const textarea = box.querySelector("textarea");
-  textarea.setAttribute("aria-label", `Code of entry ${n}`);
   const labelInput = box.querySelector(".label");
   labelInput.value = label || `entry ${n}`;
-  const pre = box.querySelector("pre");
   const bytes = box.querySelector(".bytes");
+  const count = (text) => { bytes.textContent = `${sourceBytes(text)} bytes`; };
+  const options = {
+    parent: box.querySelector(".editor"), text: code ?? STARTERS[select.value] ?? "",
+    language: select.value, label: `Code of entry ${n}`, onChange: count, onRun,
+  };
+  const editor = bundle ? bundle.createEditor(options) : plainEditor(options);
+  // For scripts and tests that drive the page: the editor behind this box.
+  box.querySelector(".editor").editor = editor;
   const entry = {
-    box, colour, select, textarea, labelInput,
+    box, colour, select, labelInput, editor,
     get language() { return select.value; },
-    get code() { return textarea.value; },
+    get code() { return editor.text; },
     get label() { return labelInput.value || `entry ${n}`; },
   };
-  const paint = () => {
-    pre.innerHTML = highlight(textarea.value, select.value);
-    pre.scrollTop = textarea.scrollTop;
-    bytes.textContent = `${sourceBytes(textarea.value)} bytes`;
-  };
-  textarea.value = code ?? STARTERS[select.value] ?? "";
-  textarea.addEventListener("input", paint);
-  textarea.addEventListener("scroll", () => { pre.scrollTop = textarea.scrollTop; });
-  textarea.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); onRun(); }
-  });
-  new ResizeObserver(() => { pre.style.height = `${textarea.offsetHeight}px`; }).observe(textarea);
   select.addEventListener("change", () => {
-    if (!textarea.value.trim() || Object.values(STARTERS).includes(textarea.value))
-      textarea.value = STARTERS[select.value] ?? "";
-    paint();
+    editor.language = select.value;
+    if (!editor.text.trim() || Object.values(STARTERS).includes(editor.text))
+      editor.text = STARTERS[select.value] ?? "";
   });
   box.querySelector(".remove").addEventListener("click", () => onRemove(entry));
-  paint();
+  count(options.text);
   container.append(box);
   return entry;
 }

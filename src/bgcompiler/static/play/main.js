@@ -2,12 +2,12 @@
 // reloads everything from `?job=<id>&job=<id>` (the page keeps what it needs in each job's
 // metadata, since the job document does not hold the request).
 import { ApiError, followJob, getJson, postJson } from "./api.js";
-import { makeEntry, sourceBytes } from "./editor.js";
+import { loadEditor, makeEntry, sourceBytes } from "./editor.js";
 import { EntryResult, drawComparison, drawPlots } from "./results.js";
 
-const METADATA_LIMIT = 4096;  // the jobs API's cap on metadata, in bytes of compact JSON
 const $ = (id) => document.getElementById(id);
-const state = { languages: [], entries: [], results: [] };
+// limits: GET /api/v1/limits, what this caller may ask for (the key's caps included).
+const state = { languages: [], limits: null, entries: [], results: [] };
 
 function key() {
   const value = $("api-key").value.trim();
@@ -83,10 +83,44 @@ function jsonBytes(value) {
 // (the results still reload) and the page says so.
 function metadataFor(entry, s) {
   const play = { v: 1, label: entry.label, language: entry.language, code: entry.code, settings: s };
-  if (jsonBytes({ play }) <= METADATA_LIMIT) return { play };
+  const limit = state.limits.max_metadata_bytes;
+  if (jsonBytes({ play }) <= limit) return { play };
   const lean = { ...play, code: null, omitted: ["code"] };
-  if (jsonBytes({ play: lean }) <= METADATA_LIMIT) return { play: lean };
+  if (jsonBytes({ play: lean }) <= limit) return { play: lean };
   return { play: { ...lean, settings: { ...s, tests: [], stdin: "" }, omitted: ["code", "tests"] } };
+}
+
+// The inputs' bounds and the note under them, from the server's limits.
+function applyLimits(limits) {
+  const bound = (id, min, max) => { $(id).min = String(min); $(id).max = String(max); };
+  bound("count", 1, limits.max_runs);
+  bound("warmup", 0, limits.max_runs - 1);
+  bound("time-ms", 1, limits.time_ms);
+  bound("memory-mb", limits.min_memory_mb, limits.memory_mb);
+  $("time-ms").placeholder = `up to ${limits.time_ms}`;
+  $("memory-mb").placeholder = `${limits.min_memory_mb} to ${limits.memory_mb}`;
+  $("limits-note").textContent = `This server allows at most ${limits.max_runs} runs a job ` +
+    `(compile + warm-up + count × tests), ${limits.time_ms} ms and ${limits.memory_mb} MB a run.`;
+}
+
+// What the server would refuse, said before sending anything; null when all is within bounds.
+function outOfBounds(s) {
+  for (const id of ["count", "warmup", "time-ms", "memory-mb"]) {
+    const input = $(id);
+    if (input.value !== "" && !input.checkValidity()) {
+      const label = input.parentElement.firstChild.textContent.trim();
+      return `${label} must be between ${input.min} and ${input.max} on this server.`;
+    }
+  }
+  for (const entry of state.entries) {
+    const compiles = state.languages.find((l) => l.name === entry.language)?.compile ? 1 : 0;
+    const runs = compiles + s.warmup + s.count * Math.max(1, s.tests.length);
+    if (runs > state.limits.max_runs) {
+      return `${entry.label} needs ${runs} runs (compile + warm-up + count × tests); ` +
+        `this server allows ${state.limits.max_runs} a job.`;
+    }
+  }
+  return null;
 }
 
 let redraw = 0;
@@ -111,6 +145,8 @@ function follow(result) {
 
 async function run() {
   const s = settings();
+  const refusal = outOfBounds(s);
+  if (refusal) { say(refusal, true); return; }
   const base = { count: s.count, warmup: s.warmup, compare: s.compare };
   if (Object.keys(s.limits).length) base.limits = s.limits;
   if (s.tests.length) base.tests = s.tests; else base.stdin = s.stdin;
@@ -173,20 +209,24 @@ async function start() {
   $("run").addEventListener("click", run);
   $("add-test").addEventListener("click", () => addTest());
   $("add-entry").addEventListener("click", () => addEntry());
+  const editorMissing = await loadEditor();
   try {
-    state.languages = await getJson("/api/v1/languages", key());
+    [state.languages, state.limits] = await Promise.all([
+      getJson("/api/v1/languages", key()), getJson("/api/v1/limits", key())]);
   } catch (error) {
     say(`Cannot list the languages: ${error.message}. Enter an API key to try again.`, true);
     // The key is kept in sessionStorage, so a reload starts over with it.
     $("api-key").addEventListener("change", () => { key(); location.reload(); }, { once: true });
     return;
   }
+  applyLimits(state.limits);
   const ids = new URLSearchParams(location.search).getAll("job");
   if (ids.length) {
     try { await reload(ids); } catch (error) { say(error.message, true); }
   } else {
     addEntry();
   }
+  if (editorMissing) say(editorMissing, true);
   document.body.dataset.ready = "true";  // for tests: the page has finished setting up
 }
 
