@@ -1,5 +1,6 @@
 """Command line: `bg-compiler start` (the seed's flags and ours), `bg-compiler images`,
-`bg-compiler keys`, and the client command `bg-compiler run` (its logic in bgcompiler.client).
+`bg-compiler keys`, and the client commands `bg-compiler run` and `compare` (their logic in
+bgcompiler.client).
 
 Flags win over env vars `BGC_<FLAG>`, which win over defaults; only flags actually given
 are passed to Settings, so the environment fills in the rest.
@@ -396,3 +397,66 @@ def run_command(
         warmup=warmup, server=server, api_key=api_key, as_json=as_json,
     )  # fmt: skip
     sys.exit(run_files(options))
+
+
+@main.command("compare")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--language",
+    "languages",
+    multiple=True,
+    help="Once for every file, or once per file in order. [guessed from each extension]",
+)
+@click.option(
+    "--stdin", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Standard input."
+)
+@click.option(
+    "--tests",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A directory of NAME.in / NAME.out pairs: each run is judged.",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=5, show_default=True, help="Runs of each test."
+)
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Runs not reported."
+)
+@click.option(
+    "--server",
+    envvar="BGC_SERVER",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The server's URL (env BGC_SERVER).",
+)
+@click.option("--api-key", envvar="BGC_API_KEY", help="An API key (env BGC_API_KEY).")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries and jobs as JSON only.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the distributions as an image (png, svg, pdf; needs matplotlib).",
+)
+def compare_command(
+    files: tuple[Path, ...],
+    languages: tuple[str, ...],
+    stdin: Path | None,
+    tests: Path | None,
+    count: int,
+    warmup: int,
+    server: str,
+    api_key: str | None,
+    as_json: bool,
+    plot: Path | None,
+) -> None:
+    """Run each of FILES (one program each) on the same input, one after another, and show
+    them side by side: times, source size in bytes, verdicts, and their wall-time
+    distributions as a chart. Exit 0: every run ok and accepted; 1: a run failed or a wrong
+    answer; 4: no answer from the server, or it refused a request."""
+    from bgcompiler.client.cli_compare import CompareOptions, compare_files
+
+    options = CompareOptions(
+        files=list(files), languages=list(languages), stdin=stdin, tests=tests, count=count,
+        warmup=warmup, server=server, api_key=api_key, as_json=as_json, plot=plot,
+    )  # fmt: skip
+    sys.exit(compare_files(options))

@@ -22,12 +22,14 @@ pytestmark = [
 ADD = "read a b\necho $((a + b))\n"
 
 
-def bg_run(server_url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`bg-compiler run ARGS` with the server given by BGC_SERVER, as CI would set it."""
+def bg_run(
+    server_url: str, *args: str, cwd: Path, command: str = "run"
+) -> subprocess.CompletedProcess[str]:
+    """`bg-compiler COMMAND ARGS` with the server given by BGC_SERVER, as CI would set it."""
     env = {**os.environ, "BGC_SERVER": server_url, "COLUMNS": "120"}
     env.pop("BGC_API_KEY", None)
     return subprocess.run(
-        [sys.executable, "-m", "bgcompiler", "run", *args],
+        [sys.executable, "-m", "bgcompiler", command, *args],
         capture_output=True,
         text=True,
         cwd=cwd,

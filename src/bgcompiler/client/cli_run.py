@@ -4,7 +4,6 @@ server could not be reached or refused the request (2 is click's, for bad usage)
 
 from __future__ import annotations
 
-import base64
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bgcompiler.api.jobs_schemas import JobEventOut, JobOut, JobRequest
 from bgcompiler.client.errors import ApiError, ClientError, ServiceUnavailable
-from bgcompiler.client.inputs import InputError, guess_language, read_tests, source_files
+from bgcompiler.client.inputs import (
+    InputError,
+    guess_language,
+    read_tests,
+    source_files,
+    stdin_fields,
+)
 from bgcompiler.client.report import passed, show
 from bgcompiler.client.sync import Client, Job
 
@@ -43,36 +48,29 @@ def run_files(options: RunOptions) -> int:
     try:
         with Client(options.server, api_key=options.api_key) as client:
             job = client.submit(_request(client, options))
-            document = _follow(job, err)
-    except InputError as exc:
-        err.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
-        return EXIT_NO_ANSWER
-    except ServiceUnavailable as exc:
-        err.print(
-            f"error: the server is busy ({exc.code}: {exc.message}); it asked to retry after "
-            f"{exc.retry_after:g} s, and the retries are spent",
-            style="red",
-            markup=False,
-            soft_wrap=True,
-        )
-        return EXIT_NO_ANSWER
-    except ApiError as exc:
-        field = f" (field {exc.field})" if exc.field else ""
-        err.print(
-            f"error: the server refused the request: {exc.status} {exc.code}{field}: {exc.message}",
-            style="red",
-            markup=False,
-            soft_wrap=True,
-        )
-        return EXIT_NO_ANSWER
-    except ClientError as exc:
-        err.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
+            document = follow(job, err)
+    except (InputError, ClientError) as exc:
+        err.print(f"error: {explain(exc)}", style="red", markup=False, soft_wrap=True)
         return EXIT_NO_ANSWER
     if options.as_json:
         sys.stdout.write(document.model_dump_json(indent=2) + "\n")
     else:
         show(Console(), document)
     return EXIT_OK if passed(document) else EXIT_FAILED
+
+
+def explain(exc: InputError | ClientError) -> str:
+    """What went wrong, for a person: the server's refusal with its code and field, a busy
+    server's last Retry-After, or the client's own message."""
+    if isinstance(exc, ServiceUnavailable):
+        return (
+            f"the server is busy ({exc.code}: {exc.message}); it asked to retry after "
+            f"{exc.retry_after:g} s, and the retries are spent"
+        )
+    if isinstance(exc, ApiError):
+        field = f" (field {exc.field})" if exc.field else ""
+        return f"the server refused the request: {exc.status} {exc.code}{field}: {exc.message}"
+    return str(exc)
 
 
 def _request(client: Client, options: RunOptions) -> JobRequest:
@@ -84,14 +82,7 @@ def _request(client: Client, options: RunOptions) -> JobRequest:
         "warmup": options.warmup,
     }
     if options.stdin is not None:
-        try:
-            data = options.stdin.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{options.stdin}: {exc.strerror or exc}") from exc
-        try:
-            fields["stdin"] = data.decode("utf-8")
-        except UnicodeDecodeError:
-            fields["stdin_base64"] = base64.b64encode(data).decode("ascii")
+        fields.update(stdin_fields(options.stdin))
     if options.tests is not None:
         fields["tests"] = read_tests(options.tests)
     try:
@@ -100,9 +91,10 @@ def _request(client: Client, options: RunOptions) -> JobRequest:
         raise InputError(str(exc)) from exc
 
 
-def _follow(job: Job, err: Console) -> JobOut:
+def follow(job: Job, err: Console, label: str | None = None) -> JobOut:
     """A bar fed by the job's events; off a terminal (a CI log), a line per finished run
-    instead of a bar redrawn in place."""
+    instead of a bar redrawn in place. `label` names the job in both (its id otherwise)."""
+    name = label or f"job {job.id}"
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -111,25 +103,25 @@ def _follow(job: Job, err: Console) -> JobOut:
     )
     total = job.document.runs_total
     with Progress(*columns, console=err, transient=err.is_terminal) as progress:
-        task = progress.add_task(f"job {job.id} queued", total=total)
+        task = progress.add_task(f"{name} queued", total=total)
         for event in job.events():
             if isinstance(event.data, JobOut):
                 break
-            progress.update(task, description=_describe(job, event.kind, event.data))
+            progress.update(task, description=_describe(name, event.kind, event.data))
             if event.kind == "run" and event.data.run is not None:
                 progress.advance(task)
                 if not err.is_terminal:
                     run = event.data.run
                     done = int(progress.tasks[0].completed)
                     progress.print(
-                        f"run {done}/{total}: {run.status}"
+                        f"{'' if label is None else label + ' '}run {done}/{total}: {run.status}"
                         f"{' ' + run.verdict if run.verdict else ''} {run.wall_ms or 0:.1f} ms",
                         markup=False,
                     )
     return job.document if job.document.status in ("done", "cancelled", "failed") else job.wait()
 
 
-def _describe(job: Job, kind: str, data: JobEventOut) -> str:
+def _describe(name: str, kind: str, data: JobEventOut) -> str:
     if kind == "compile" and data.compile is not None:
-        return f"job {job.id} compiled: {data.compile.status}"
-    return f"job {job.id} running"
+        return f"{name} compiled: {data.compile.status}"
+    return f"{name} running"

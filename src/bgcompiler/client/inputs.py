@@ -3,6 +3,7 @@ entry file's extension, the source files, the stdin, and `--tests DIR`'s pairs."
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path, PurePosixPath
 
 from bgcompiler.api.v1_schemas import FileIn, LanguageOut, TestCase
@@ -35,11 +36,19 @@ def source_files(paths: list[Path]) -> list[FileIn]:
         try:
             files.append(FileIn(name=path.name, content=data.decode("utf-8")))
         except UnicodeDecodeError:
-            import base64
-
             encoded = base64.b64encode(data).decode("ascii")
             files.append(FileIn(name=path.name, content=encoded, encoding="base64"))
     return files
+
+
+def stdin_fields(path: Path) -> dict[str, str]:
+    """The request fields of a standard input file: `stdin` for UTF-8 text, else
+    `stdin_base64` (delivered byte-exact either way)."""
+    data = _read(path)
+    try:
+        return {"stdin": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"stdin_base64": base64.b64encode(data).decode("ascii")}
 
 
 def read_tests(directory: Path) -> list[TestCase]:
