@@ -3,6 +3,7 @@ event streams (resumed after a dropped connection), cancels, and 503s retried as
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -78,6 +79,51 @@ def test_submit_events_wait_and_cancel(server: Server) -> None:
 
 
 @RUNC_ONLY
+async def test_async_client_runs_submits_waits_cancels_and_names_problems(
+    server: Server,
+) -> None:
+    """The AsyncClient as the blocking one: languages(); run() waits for a typed
+    RunResponse; submit() returns at once and wait() gives the job done with its runs;
+    events() yields started, each run, done; cancel() ends a running job (again: no change;
+    a job that ran to its end: 409); a bad request is RequestRejected naming the server's code and field, and an
+    unknown job NotFound."""
+    async with AsyncClient(server.url) as client:
+        languages = {language.name: language for language in await client.languages()}
+        assert languages["sh"].image_present
+        result = await client.run(language="sh", script="cat; echo", stdin="abc", count=2)
+        assert isinstance(result, RunResponse)
+        assert [run.stdout for run in result.runs] == ["abc\n", "abc\n"]
+
+        job = await client.submit(image=BUSYBOX, run="sleep 0.2; echo r", script="", count=2)
+        assert job.document.status in ("queued", "running")
+        done = await job.wait(timeout=60)
+        assert done.status == "done"
+        assert done.result is not None
+        assert [run.stdout for run in done.result.runs] == ["r\n", "r\n"]
+        kinds = [event.kind async for event in job.events()]
+        assert kinds == ["started", "run", "run", "done"]
+
+        slow = await client.submit(image=BUSYBOX, run="sleep 30", script="")
+        for _ in range(100):
+            if (await slow.refresh()).status == "running":
+                break
+            await asyncio.sleep(0.2)
+        assert (await slow.cancel()).status == "cancelled"
+        assert (await slow.wait(timeout=10)).status == "cancelled"
+        assert (await slow.cancel()).status == "cancelled"  # again: nothing changes
+        with pytest.raises(RequestRejected) as ended:
+            await job.cancel()  # it ran to its end: too late
+        assert (ended.value.status, ended.value.code) == (409, "conflict")
+
+        with pytest.raises(RequestRejected) as rejected:
+            await client.submit(language="sh", script="x", limits={"memory_mb": 10**6})
+        assert (rejected.value.status, rejected.value.code) == (422, "invalid_request")
+        assert rejected.value.field == "limits.memory_mb"
+        with pytest.raises(NotFound):
+            await client.job("0" * 32)
+
+
+@RUNC_ONLY
 async def test_events_resume_after_a_dropped_connection(server: Server) -> None:
     """Read two events, close the stream, reopen after the last id: the rest, none missed
     or repeated. And a stream cut by the network right after its first `run` event is
@@ -111,20 +157,28 @@ async def test_events_resume_after_a_dropped_connection(server: Server) -> None:
     assert events[-1].data.status == "done"
 
 
+def occupy(server: Server) -> threading.Thread:
+    """A 3 s run holding the server's one worker, started once the server says so."""
+    body = {"image": BUSYBOX, "run": "sleep 3", "script": ""}
+    occupier = threading.Thread(
+        target=lambda: httpx.post(f"{server.url}/api/v1/runs", json=body, timeout=30)
+    )
+    occupier.start()
+    assert wait_until(server.busy, timeout=20)
+    return occupier
+
+
 def test_503_is_retried_after_the_servers_retry_after(tmp_path: Path) -> None:
     """One worker, no backlog, a 3 s run occupying it: without retries the run is refused
     at once (503 busy, its Retry-After kept); with retries the client sleeps as the server
-    asks between attempts and gets through once the worker is free."""
+    asks between attempts and gets through once the worker is free. Client and
+    AsyncClient alike."""
     server = launch(
         tmp_path, *TEST_FLAGS, "--workers", "1", "--backlog", "0", "--pool", "0", "--timeout", "10"
     )
+    occupiers = []
     try:
-        body = {"image": BUSYBOX, "run": "sleep 3", "script": ""}
-        occupier = threading.Thread(
-            target=lambda: httpx.post(f"{server.url}/api/v1/runs", json=body, timeout=30)
-        )
-        occupier.start()
-        assert wait_until(server.busy, timeout=20)
+        occupiers.append(occupy(server))
         with Client(server.url, retries=0) as impatient, pytest.raises(ServiceUnavailable) as busy:
             impatient.run(language="sh", script="echo no")
         assert busy.value.code == "busy"
@@ -135,9 +189,27 @@ def test_503_is_retried_after_the_servers_retry_after(tmp_path: Path) -> None:
         assert result.runs[0].stdout == "through\n"
         # Ten retries without the server's wait between them would be spent in milliseconds.
         assert time.monotonic() - started >= 1
+
+        occupiers.append(occupy(server))
+        asyncio.run(async_503(server))
     finally:
-        occupier.join(timeout=30)
+        for occupier in occupiers:
+            occupier.join(timeout=30)
         assert server.stop() == 0
+
+
+async def async_503(server: Server) -> None:
+    """The AsyncClient's half of the test above, on a server whose one worker is busy."""
+    async with AsyncClient(server.url, retries=0) as impatient:
+        with pytest.raises(ServiceUnavailable) as busy:
+            await impatient.run(language="sh", script="echo no")
+    assert busy.value.code == "busy"
+    assert busy.value.retry_after >= 1
+    started = time.monotonic()
+    async with AsyncClient(server.url, retries=10) as patient:
+        result = await patient.run(language="sh", script="echo through")
+    assert result.runs[0].stdout == "through\n"
+    assert time.monotonic() - started >= 1
 
 
 def test_an_api_key_opens_a_server_that_requires_one(tmp_path: Path) -> None:
