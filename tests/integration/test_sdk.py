@@ -85,8 +85,8 @@ async def test_async_client_runs_submits_waits_cancels_and_names_problems(
     """The AsyncClient as the blocking one: languages(); run() waits for a typed
     RunResponse; submit() returns at once and wait() gives the job done with its runs;
     events() yields started, each run, done; cancel() ends a running job (again: no change;
-    a job that ran to its end: 409); a bad request is RequestRejected naming the server's code and field, and an
-    unknown job NotFound."""
+    a job that ran to its end: 409); a bad request is RequestRejected naming the server's
+    code and field, and an unknown job NotFound."""
     async with AsyncClient(server.url) as client:
         languages = {language.name: language for language in await client.languages()}
         assert languages["sh"].image_present
