@@ -165,6 +165,11 @@ def test_write_run_compare_and_reload(server: Server, page: Page, tmp_path: Path
         "[...document.querySelectorAll('#comparison tbody tr')].map(r => r.cells[2].innerText)"
     )
     assert table == [str(len(REVERSE)), str(len(SHORT))]
+    figures = page.evaluate(
+        "[...document.querySelectorAll('#comparison tbody tr')]"
+        ".map(r => [3, 4, 5].map(i => r.cells[i].innerText))"
+    )
+    assert all(cell != "-" for row in figures for cell in row), figures  # median, p95, stdev
     colours = page.evaluate(
         "new Set([...document.querySelectorAll('#plots figure.strip circle.point')]"
         ".map(c => c.getAttribute('fill'))).size"

@@ -35,7 +35,8 @@ RUNC_ONLY = pytest.mark.parametrize("shared_server", ["runc"], indirect=True)
 @RUNC_ONLY
 def test_languages_and_a_run_come_back_as_the_server_models(server: Server) -> None:
     """languages() lists the registry (sh's file, its image present); run() waits for the
-    batch and answers a RunResponse whose runs read the stdin; a bad request raises
+    batch and answers a RunResponse whose runs read the stdin; limits() are what the server
+    admits (its time limit passes, one run more than max_runs does not); a bad request raises
     RequestRejected naming the server's code and field, and an unknown job NotFound."""
     with Client(server.url) as client:
         languages = {language.name: language for language in client.languages()}
@@ -46,6 +47,11 @@ def test_languages_and_a_run_come_back_as_the_server_models(server: Server) -> N
         assert [run.stdout for run in result.runs] == ["abc\n", "abc\n"]
         assert result.summary.runs == 2
         assert result.summary.wall_ms is not None
+        limits = client.limits()
+        with pytest.raises(RequestRejected) as too_many:
+            client.run(language="sh", script="", count=limits.max_runs + 1)
+        assert too_many.value.field == "count"
+        client.run(language="sh", script="", count=1, limits={"time_ms": limits.time_ms})
         with pytest.raises(RequestRejected) as rejected:
             client.run(language="no-such-language", script="")
         assert (rejected.value.status, rejected.value.code) == (422, "invalid_request")
@@ -82,7 +88,7 @@ def test_submit_events_wait_and_cancel(server: Server) -> None:
 async def test_async_client_runs_submits_waits_cancels_and_names_problems(
     server: Server,
 ) -> None:
-    """The AsyncClient as the blocking one: languages(); run() waits for a typed
+    """The AsyncClient as the blocking one: languages() and limits(); run() waits for a typed
     RunResponse; submit() returns at once and wait() gives the job done with its runs;
     events() yields started, each run, done; cancel() ends a running job (again: no change;
     a job that ran to its end: 409); a bad request is RequestRejected naming the server's
@@ -90,6 +96,7 @@ async def test_async_client_runs_submits_waits_cancels_and_names_problems(
     async with AsyncClient(server.url) as client:
         languages = {language.name: language for language in await client.languages()}
         assert languages["sh"].image_present
+        limits = await client.limits()
         result = await client.run(language="sh", script="cat; echo", stdin="abc", count=2)
         assert isinstance(result, RunResponse)
         assert [run.stdout for run in result.runs] == ["abc\n", "abc\n"]
@@ -115,8 +122,9 @@ async def test_async_client_runs_submits_waits_cancels_and_names_problems(
             await job.cancel()  # it ran to its end: too late
         assert (ended.value.status, ended.value.code) == (409, "conflict")
 
+        over = {"memory_mb": limits.memory_mb + 1}  # one above what limits() published
         with pytest.raises(RequestRejected) as rejected:
-            await client.submit(language="sh", script="x", limits={"memory_mb": 10**6})
+            await client.submit(language="sh", script="x", limits=over)
         assert (rejected.value.status, rejected.value.code) == (422, "invalid_request")
         assert rejected.value.field == "limits.memory_mb"
         with pytest.raises(NotFound):

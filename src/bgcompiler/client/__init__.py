@@ -9,7 +9,14 @@ field the server adds is a field the client reads. Errors: see bgcompiler.client
 """
 
 from bgcompiler.api.jobs_schemas import JobEventOut, JobOut, JobRequest
-from bgcompiler.api.v1_schemas import FileIn, LanguageOut, RunRequest, RunResponse, TestCase
+from bgcompiler.api.v1_schemas import (
+    FileIn,
+    LanguageOut,
+    LimitsOut,
+    RunRequest,
+    RunResponse,
+    TestCase,
+)
 from bgcompiler.client._wire import DEFAULT_SERVER, Event
 from bgcompiler.client.aio import AsyncClient, AsyncJob
 from bgcompiler.client.errors import (
@@ -38,6 +45,7 @@ __all__ = [
     "JobOut",
     "JobRequest",
     "LanguageOut",
+    "LimitsOut",
     "NotFound",
     "RequestRejected",
     "RunRequest",

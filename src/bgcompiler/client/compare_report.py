@@ -59,11 +59,11 @@ def _ms(value: float | None) -> str:
 def comparison_table(entries: list[Entry]) -> Table:
     table = Table(title="entries side by side (wall ms unless said)")
     table.add_column("entry")
-    table.add_column("language")
-    for column in ("bytes", "runs", "median", "p95", "stdev", "min", "cpu median"):
-        table.add_column(column, justify="right")
-    table.add_column("verdicts")
-    table.add_column("result")
+    table.add_column("lang")
+    for column in ("bytes", "runs", "min", "median", "p95", "stdev", "cpu med"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("verdicts", no_wrap=True)
+    table.add_column("result", no_wrap=True)
     for index, entry in enumerate(entries):
         summary = entry.job.result.summary if entry.job.result else None
         wall = summary.wall_ms if summary else None
@@ -74,10 +74,10 @@ def comparison_table(entries: list[Entry]) -> Table:
             entry.language,
             str(entry.size),
             str(summary.runs if summary else 0),
+            _ms(wall.min if wall else None),
             _ms(wall.median if wall else None),
             _ms(wall.p95 if wall else None),
             _ms(wall.stdev if wall else None),
-            _ms(wall.min if wall else None),
             _ms(cpu.median if cpu else None),
             verdicts(entry.job),
             Text("passed" if ok else "failed", style="green" if ok else "red"),

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from bgcompiler.api.jobs_schemas import JobOut, JobRequest
-from bgcompiler.api.v1_schemas import LanguageOut, RunRequest, RunResponse
+from bgcompiler.api.v1_schemas import LanguageOut, LimitsOut, RunRequest, RunResponse
 from bgcompiler.client._wire import (
     DEFAULT_SERVER,
     DEFAULT_TIMEOUT,
@@ -85,6 +85,11 @@ class Client:
         """The server's language registry (GET /api/v1/languages)."""
         answer = self.request("GET", "/api/v1/languages")
         return [LanguageOut.model_validate(entry) for entry in answer.json()]
+
+    def limits(self) -> LimitsOut:
+        """What this client may ask for: each limit's maximum and the most runs a request
+        may need (GET /api/v1/limits; an API key's caps included)."""
+        return parsed(LimitsOut, self.request("GET", "/api/v1/limits"))
 
     def run(self, request: RunRequest | None = None, /, **fields: Any) -> RunResponse:
         """Runs and waits for the whole batch (POST /api/v1/runs). Give a RunRequest or

@@ -163,6 +163,12 @@ export function drawPlots(container, results) {
   container.prepend(legend);
 }
 
+// Times as the CLI shows them: two decimals below 10 ms (short programs differ by tenths).
+function ms(value) {
+  if (value == null) return "-";
+  return Math.abs(value) < 10 ? value.toFixed(2) : value.toFixed(1);
+}
+
 export function drawComparison(table, results) {
   table.hidden = results.length < 2;
   const body = table.tBodies[0];
@@ -170,7 +176,8 @@ export function drawComparison(table, results) {
   for (const r of results) {
     const row = body.insertRow();
     cell(row, r.label); cell(row, r.language); cell(row, String(r.bytes));
-    const median = r.median(); cell(row, median == null ? "-" : String(median));
+    const wall = r.summary?.wall_ms;
+    cell(row, ms(r.median())); cell(row, ms(wall?.p95)); cell(row, ms(wall?.stdev));
     cell(row, r.summary && r.summary.tests ? `${r.summary.accepted}/${r.summary.tests}` : "-");
     cell(row, r.jobId ?? "-");
   }
