@@ -58,7 +58,7 @@ start: setup
 test: setup clients browser check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(SETUP_STAMP)
+test-unit: $(SETUP_STAMP) editor
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 check: lint typecheck
