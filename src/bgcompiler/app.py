@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,6 +36,7 @@ from bgcompiler.api.play import install_play
 from bgcompiler.api.request_id import RequestId
 from bgcompiler.api.routes import router
 from bgcompiler.api.v1_routes import router as v1_router
+from bgcompiler.api.workers_routes import router as workers_router
 from bgcompiler.cluster.api_node import Cluster, ClusterExecutor, ClusterJobs, ClusterView
 from bgcompiler.cluster.notify import Listener
 from bgcompiler.cluster.queue import JobQueue
@@ -195,6 +197,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
         if settings.queue_url is not None:
             node = await api_node(settings, engine, metrics, languages)
             box, scheduler, store, webhooks, jobs, stop_node = node
+            app.state.cluster = jobs.cluster if isinstance(jobs, ClusterJobs) else None
         else:
             box = sandbox if sandbox is not None else docker_sandbox(settings, metrics)
             try:
@@ -240,6 +243,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
                 stopping.append(asyncio.create_task(stop_node()))
 
         app.state.begin_shutdown = begin_shutdown
+        app.state.started_at = time.time()
         app.state.services = Services(settings, box, scheduler, languages)
         app.state.jobs = jobs
         app.state.webhooks = webhooks
@@ -276,6 +280,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(health_router)
     app.include_router(v1_router)
+    app.include_router(workers_router)
     app.include_router(jobs_router)
     app.include_router(piston_router)
     app.include_router(judge0_router)

@@ -25,6 +25,7 @@ from bgcompiler.api.v1_schemas import (
     RunRequest,
     RunResponse,
 )
+from bgcompiler.cluster.api_node import Cluster
 from bgcompiler.errors import ImageNotFound
 from bgcompiler.scheduler import Job
 
@@ -90,6 +91,9 @@ async def limits(request: Request) -> LimitsOut:
 @router.get("/status", summary="Workers, queue and warm pool, right now")
 async def status(request: Request) -> dict[str, Any]:
     svc = services(request)
+    cluster: Cluster | None = getattr(request.app.state, "cluster", None)
+    if cluster is not None:  # distributed mode: the figures are the cluster's
+        await cluster.refresh(force=True)
     return {
         "workers": svc.scheduler.workers,
         "busy_workers": svc.scheduler.busy_workers,

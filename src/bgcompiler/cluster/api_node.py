@@ -64,15 +64,19 @@ class Cluster:
     _admitted: int = 0  # runs admitted here since the last read
     _read_at: float = -1e9
 
-    async def refresh(self) -> None:
+    async def refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._read_at < REFRESH_S:
+        if not force and now - self._read_at < REFRESH_S:
             return
         seen_after = time.time() - self.visibility_s
         self._workers = await self.store.live_workers(seen_after)
         self._queued_runs = await self.jobs.count_queued_runs()
         self._admitted = 0
         self._read_at = now
+
+    async def count_queued(self) -> None:
+        self._queued_runs = await self.jobs.count_queued_runs()
+        self._admitted = 0
 
     @property
     def workers(self) -> list[WorkerInfo]:
@@ -112,6 +116,10 @@ class ClusterJobs(JobService):
         self._cluster = cluster
         self._closing = False
 
+    @property
+    def cluster(self) -> Cluster:
+        return self._cluster
+
     async def open(self) -> None:
         self._store.start()
 
@@ -137,6 +145,8 @@ class ClusterJobs(JobService):
             raise ShuttingDown("the service is shutting down")
         await self._cluster.refresh()
         to = self._cluster.route_for(plan)
+        # Exact at each submit: what every API node has queued counts against the backlog.
+        await self._cluster.count_queued()
         self._cluster.admit(plan.total_runs)
         row, stored = self._store.create(
             job_id,

@@ -109,14 +109,13 @@ class JobReader:
         )
         self._messages: AsyncGenerator[AckableMessage, None] | None = None
 
-    async def open(self) -> None:
-        with _translated():
-            await self._broker.startup()
-
     async def next(self) -> Delivery:
         """The next job id for this worker (waits until there is one)."""
         while True:
             if self._messages is None:
+                with _translated():
+                    # Again after an error: a Redis that restarted has lost the groups.
+                    await self._broker.startup()
                 self._messages = self._broker.listen()
             try:
                 with _translated():

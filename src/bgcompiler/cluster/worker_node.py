@@ -144,7 +144,6 @@ class WorkerNode:
             )
 
         await cluster.heartbeat(info())  # alive before its first claim
-        await reader.open()
         cancels = Listener(settings.database_url, {CANCEL_CHANNEL: jobs.cancel_running})
         await cancels.start()
         beating = asyncio.create_task(self._beat(cluster, info), name="heartbeat")

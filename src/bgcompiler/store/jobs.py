@@ -308,10 +308,12 @@ class JobStore:
             ):
                 lost.append(True)  # another attempt holds it now: its end is not ours to write
                 return
+            # A reason written earlier (why the job was run again) stays on a job that ends.
+            reason = {"error": error} if error is not None else {}
             connection.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
-                .values(status=status, finished_at=now, outcome=outcome, error=error)
+                .values(status=status, finished_at=now, outcome=outcome, **reason)
             )
 
         def committed() -> None:
