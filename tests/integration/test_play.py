@@ -96,7 +96,7 @@ def done(page: Page, entries: int) -> str:
 def test_write_run_compare_and_reload(server: Server, page: Page, tmp_path: Path) -> None:
     """Code written in the editor runs as a job on two tests; its runs appear one by one
     while the job is still running; a wrong answer shows its diff; the strip plots and
-    histogram are drawn. A second entry compares: both in the table with their sizes in
+    histogram are drawn. A second entry, run by Ctrl+Enter in its editor, compares: both in the table with their sizes in
     bytes, both in the plots. The permalink reloads code, tests and results. Nothing is
     asked of any host but the service, and a narrow window needs no sideways scrolling."""
     page.open(f"{server.url}/play")
@@ -159,7 +159,7 @@ def test_write_run_compare_and_reload(server: Server, page: Page, tmp_path: Path
 
     page.evaluate("document.getElementById('add-entry').click()")
     type_code(page, 1, SHORT)
-    page.evaluate("document.getElementById('run').click()")
+    press(page, "Enter", "Enter", 13, modifiers=2)  # Ctrl+Enter in the editor runs
     assert page.wait_for(done(page, 2), timeout=60), page.evaluate("document.body.innerText")
     table = page.evaluate(
         "[...document.querySelectorAll('#comparison tbody tr')].map(r => r.cells[2].innerText)"
