@@ -96,9 +96,10 @@ def done(page: Page, entries: int) -> str:
 def test_write_run_compare_and_reload(server: Server, page: Page, tmp_path: Path) -> None:
     """Code written in the editor runs as a job on two tests; its runs appear one by one
     while the job is still running; a wrong answer shows its diff; the strip plots and
-    histogram are drawn. A second entry, run by Ctrl+Enter in its editor, compares: both in the table with their sizes in
-    bytes, both in the plots. The permalink reloads code, tests and results. Nothing is
-    asked of any host but the service, and a narrow window needs no sideways scrolling."""
+    histogram are drawn. A second entry, run by Ctrl+Enter in its editor, compares: both
+    in the table with their sizes in bytes, both in the plots. The permalink reloads code,
+    tests and results. Nothing is asked of any host but the service, and a narrow window
+    needs no sideways scrolling."""
     page.open(f"{server.url}/play")
     assert page.wait_for("document.body.dataset.ready === 'true'"), page.evaluate(
         "document.body.innerText"
