@@ -1,0 +1,134 @@
+"""The store's side of the distributed mode's guarantees, on a real PostgreSQL: a job is held
+by one attempt at a time, a lost attempt writes nothing, the watchdog takes back the jobs of
+vanished workers (or fails them once their attempts are used up, saying why)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+from sqlalchemy.engine import Engine
+
+from bgcompiler.store.cluster import ClusterStore, WorkerInfo
+from bgcompiler.store.database import database_url, open_database
+from bgcompiler.store.jobs import DONE, JobStore
+from tests.distributed.cluster import create_database
+
+pytestmark = pytest.mark.asyncio
+
+
+class Parts:
+    def __init__(
+        self, url: str, engine: Engine, jobs: JobStore, cluster: ClusterStore, lost: list[str]
+    ) -> None:
+        self.url = url
+        self.engine = engine
+        self.jobs = jobs
+        self.cluster = cluster
+        self.lost = lost
+
+    async def job(self, plan: bytes = b"{}") -> str:
+        job_id = uuid.uuid4().hex
+        _, stored = self.jobs.create(
+            job_id, plan=plan, runs_total=1, metadata=None, callback_url=None, route="r"
+        )
+        await stored
+        return job_id
+
+    async def beat(self, worker: str, *, ago: float = 0) -> None:
+        await self.cluster.heartbeat(
+            WorkerInfo(worker, "host", "runc", ("img",), 2, 0, {}, False, time.time())
+        )
+        if ago:
+            with psycopg.connect(self.url, autocommit=True) as connection:
+                connection.execute(
+                    "UPDATE workers SET seen_at = seen_at - %s WHERE id = %s", (ago, worker)
+                )
+
+    def row(self, job_id: str) -> tuple[object, ...]:
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            found = connection.execute(
+                "SELECT status, attempts, worker, error FROM jobs WHERE id = %s", (job_id,)
+            ).fetchone()
+        assert found is not None
+        return tuple(found)
+
+
+@pytest.fixture
+async def parts(postgres_url: str) -> AsyncIterator[Parts]:
+    url = create_database(postgres_url, f"claims_{uuid.uuid4().hex[:8]}")
+    engine = await open_database(database_url(url, "/tmp"), "/tmp")
+    lost: list[str] = []
+    jobs = JobStore(engine, keeps_rows=False, notifies=True, on_lost=lost.append)
+    jobs.start()
+    yield Parts(url, engine, jobs, ClusterStore(engine), lost)
+    await jobs.close()
+
+
+async def test_a_job_held_by_a_live_worker_is_not_claimed_again(parts: Parts) -> None:
+    job_id = await parts.job()
+    await parts.beat("w1")
+    first = await parts.jobs.claim(job_id, "w1", stale_before=time.time() - 5)
+    assert first is not None
+    assert first.attempt == 1
+    assert await parts.jobs.claim(job_id, "w2", stale_before=time.time() - 5) is None
+    assert parts.row(job_id)[:3] == ("running", 1, "w1")
+
+
+async def test_a_vanished_holder_s_job_is_claimed_and_its_late_writes_change_nothing(
+    parts: Parts,
+) -> None:
+    job_id = await parts.job()
+    await parts.beat("w1")
+    zombie = JobStore(parts.engine, keeps_rows=False, on_lost=parts.lost.append)
+    zombie.start()
+    try:
+        assert await zombie.claim(job_id, "w1", stale_before=time.time() - 5) is not None
+        await parts.beat("w1", ago=60)  # silent for a minute: gone
+        second = await parts.jobs.claim(job_id, "w2", stale_before=time.time() - 5)
+        assert second is not None
+        assert second.attempt == 2
+        zombie.event(job_id, "run", b"late")
+        zombie.finished(job_id, DONE, outcome=b"late outcome")
+        await zombie.flush()
+        assert set(parts.lost) == {job_id}  # told (once per refused write)
+        assert await parts.jobs.events_after(job_id, 0) == []
+        assert parts.row(job_id)[:3] == ("running", 2, "w2")
+        parts.jobs.finished(job_id, DONE, outcome=b"the outcome")
+        await parts.jobs.flush()
+        row = await parts.jobs.get(job_id)
+        assert row is not None
+        assert (row.status, row.outcome) == (DONE, b"the outcome")
+    finally:
+        await zombie.close()
+
+
+async def test_the_watchdog_requeues_then_fails_with_the_reason(parts: Parts) -> None:
+    job_id = await parts.job()
+    await parts.beat("w1", ago=60)
+    assert await parts.jobs.claim(job_id, "w1", stale_before=0) is not None
+    taken = await parts.cluster.take_back(time.time() - 5, max_attempts=2)
+    assert [(o.id, o.requeued) for o in taken] == [(job_id, True)]
+    status, attempts, worker, error = parts.row(job_id)
+    assert (status, attempts, worker) == ("queued", 1, None)
+    assert error == "its worker w1 stopped answering during attempt 1"
+    await parts.beat("w2", ago=60)
+    assert await parts.jobs.claim(job_id, "w2", stale_before=0) is not None
+    taken = await parts.cluster.take_back(time.time() - 5, max_attempts=2)
+    assert [(o.id, o.requeued) for o in taken] == [(job_id, False)]
+    status, attempts, _, error = parts.row(job_id)
+    assert (status, attempts) == ("failed", 2)
+    assert error == "its worker w2 stopped answering during attempt 2; given up"
+    kinds = [event.kind for event in await parts.jobs.events_after(job_id, 0)]
+    assert kinds == ["done"]  # its stream ends
+
+
+async def test_a_running_job_of_a_live_worker_is_left_alone(parts: Parts) -> None:
+    job_id = await parts.job()
+    await parts.beat("w1")
+    assert await parts.jobs.claim(job_id, "w1", stale_before=0) is not None
+    assert await parts.cluster.take_back(time.time() - 5, max_attempts=3) == []
+    assert parts.row(job_id)[:3] == ("running", 1, "w1")
