@@ -328,3 +328,33 @@ def test_300_jobs_with_a_worker_killed_midway(api: Server, cluster: Cluster) -> 
     del cluster.workers[victim.name]
     replace_worker(cluster, victim)
     time.sleep(0)  # the module's teardown checks both engines for containers
+
+
+def test_cancel_reaches_the_worker_that_runs_the_job(api: Server, cluster: Cluster) -> None:
+    """DELETE on the API node: the worker holding the job kills its runs and writes the
+    cancel itself (the API node's fallback, for a worker that does not answer, says so)."""
+    job_id = submit(api.url, echo("never", sleep=8, count=2))
+    worker = holder(cluster, job_id)
+    response = api.client.delete(f"/api/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    state = cluster.job(job_id)
+    assert state["status"] == "cancelled"
+    assert state["error"] is None  # written by the worker, not by the fallback
+    assert done_events(cluster, job_id) == 1
+    assert worker.settled(api.url), worker.containers()
+
+
+def test_events_stream_through_the_api_node(api: Server, cluster: Cluster) -> None:
+    """The SSE stream of a job run by a worker: each run, then done, in order."""
+    job_id = submit(api.url, echo("streamed", count=3))
+    kinds: list[str] = []
+    url = f"{api.url}/api/v1/jobs/{job_id}/events"
+    with httpx.stream("GET", url, timeout=60) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                kinds.append(line.split(":", 1)[1].strip())
+                if kinds[-1] == "done":
+                    break
+    assert [kind for kind in kinds if kind != "started"] == ["run", "run", "run", "done"]
