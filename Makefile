@@ -74,7 +74,8 @@ typecheck: $(SETUP_STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-bench: setup
+bench: setup redis
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 	$(PY) benchmarks/jobs_bench.py $(JOBS_BENCH_ARGS)
+	$(PY) benchmarks/cluster_bench.py $(CLUSTER_BENCH_ARGS)
