@@ -112,16 +112,14 @@ class ClusterJobs(JobService):
     through the store."""
 
     def __init__(self, cluster: Cluster, executor: ClusterExecutor, **kwargs: object) -> None:
-        super().__init__(scheduler=executor, **kwargs)  # type: ignore[arg-type]
+        # No recovery at start: the watchdog hands on the jobs of a node that stopped.
+        super().__init__(scheduler=executor, recovers=False, **kwargs)  # type: ignore[arg-type]
         self._cluster = cluster
         self._closing = False
 
     @property
     def cluster(self) -> Cluster:
         return self._cluster
-
-    async def open(self) -> None:
-        self._store.start()
 
     async def close(self) -> None:
         self._closing = True
@@ -145,8 +143,9 @@ class ClusterJobs(JobService):
             raise ShuttingDown("the service is shutting down")
         await self._cluster.refresh()
         to = self._cluster.route_for(plan)
-        # Exact at each submit: what every API node has queued counts against the backlog.
-        await self._cluster.count_queued()
+        if self._cluster.waiting_runs + plan.total_runs > self._cluster.backlog // 2:
+            # Near the limit, exact: what every API node has queued counts against it.
+            await self._cluster.count_queued()
         self._cluster.admit(plan.total_runs)
         row, stored = self._store.create(
             job_id,

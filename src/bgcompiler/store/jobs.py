@@ -338,6 +338,16 @@ class JobStore:
         attempt are discarded; event ids are never reused."""
 
         def claim(connection: Connection) -> tuple[Claim, int] | None:
+            # The common case in one statement: a job never run before (no events yet).
+            now = time.time()
+            first = connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == QUEUED, jobs.c.attempts == 0)
+                .values(status=RUNNING, attempts=1, worker=worker_id, started_at=now)
+                .returning(*jobs.c)
+            ).first()
+            if first is not None:
+                return Claim(_job(first._mapping), 1), 0
             found = connection.execute(
                 select(jobs).where(jobs.c.id == job_id).with_for_update()
             ).first()
@@ -358,7 +368,6 @@ class JobStore:
                     events.c.job_id == job_id, events.c.kind.in_(("compile", "run"))
                 )
             )
-            now = time.time()
             taken = connection.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.attempts == row.attempts)
