@@ -131,9 +131,16 @@ class JobReader:
                 await self._messages.aclose()
         with contextlib.suppress(RedisError, OSError):
             async with self._broker.connection() as redis:
-                # A worker that stops cleanly leaves no consumer behind in the group.
+                # A worker that stops cleanly leaves no consumer behind in the group, unless
+                # it still has messages pending (deleting it would drop them: left, they are
+                # claimed by another worker after the visibility timeout).
+                name = self._broker.consumer_name
                 for stream in self._routes:
-                    await redis.xgroup_delconsumer(stream, GROUP, self._broker.consumer_name)
+                    pending = await redis.xpending_range(
+                        stream, GROUP, min="-", max="+", count=1, consumername=name
+                    )
+                    if not pending:
+                        await redis.xgroup_delconsumer(stream, GROUP, name)
         with contextlib.suppress(RedisError, OSError):
             await self._broker.shutdown()
 
