@@ -223,7 +223,8 @@ class JobStore:
             route=route,
             sent_at=time.time() if route is not None else None,
         )
-        self._last_event[job_id] = 0
+        if self._keeps_rows:  # this process runs it (distributed: a worker claims it)
+            self._last_event[job_id] = 0
 
         def write(connection: Connection) -> None:
             connection.execute(insert(jobs).values(**_fields(row)))
