@@ -52,6 +52,7 @@ from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.sandbox.docker import DockerSandbox
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.measure import ensure_helper
+from bgcompiler.sandbox.oci.sandbox import OciSandbox
 from bgcompiler.sandbox.ownership import InstanceLease
 from bgcompiler.scheduler import Scheduler
 from bgcompiler.services import Services, limits_from
@@ -86,6 +87,28 @@ def docker_sandbox(settings: Settings, metrics: Metrics) -> DockerSandbox:
         pool_idle_s=settings.pool_idle,
         metrics=metrics,
     )
+
+
+def oci_sandbox(settings: Settings, metrics: Metrics) -> OciSandbox:
+    helper = ensure_helper(settings.helper, Path(settings.cache_dir))
+    return OciSandbox(
+        Engine(settings.docker_host, settings.engine_timeout),
+        InstanceLease(settings.state_dir),
+        state_dir=Path(settings.state_dir),
+        cache_dir=Path(settings.cache_dir),
+        check_runtime=settings.runtime_name,
+        check_image=settings.check_image,
+        check_limits=limits_from(settings),
+        helper=str(helper),
+        artifact_bytes=settings.artifacts * 1024 * 1024,
+        metrics=metrics,
+    )
+
+
+def configured_sandbox(settings: Settings, metrics: Metrics) -> Sandbox:
+    """The sandbox of the engine the settings name (--engine)."""
+    make = oci_sandbox if settings.engine == "oci" else docker_sandbox
+    return make(settings, metrics)
 
 
 def job_callbacks(
@@ -182,7 +205,7 @@ async def api_node(
 
 
 def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
-    """The application. `sandbox` defaults to Docker; unit tests pass a fake."""
+    """The application. `sandbox` defaults to the configured engine; unit tests pass a fake."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -199,7 +222,7 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
             box, scheduler, store, webhooks, jobs, stop_node = node
             app.state.cluster = jobs.cluster if isinstance(jobs, ClusterJobs) else None
         else:
-            box = sandbox if sandbox is not None else docker_sandbox(settings, metrics)
+            box = sandbox if sandbox is not None else configured_sandbox(settings, metrics)
             try:
                 await box.open()
             except StartupError as exc:

@@ -50,6 +50,11 @@ def main() -> None:
 @click.option("--workers", type=int, help="Runs executed at once. [max(cpus-2, 2)]")
 @click.option("--port", type=int, help="Listening port. [8080]")
 @click.option("--gvisor", is_flag=True, default=None, help="Run containers under gVisor.")
+@click.option(
+    "--engine",
+    type=click.Choice(["docker", "oci"]),
+    help="Start containers through dockerd, or with runc/runsc straight from a bundle. [docker]",
+)
 @click.option("-v", "--verbose", is_flag=True, default=None, help="Debug logging.")
 @click.option("--host", help="Listening address. [127.0.0.1]")
 @click.option("--runtime", help="The runtime --gvisor selects. [runsc]")

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # Our additions.
     host: str = "127.0.0.1"
     runtime: str = Field("runsc", min_length=1, description="runtime that --gvisor selects")
+    engine: Literal["docker", "oci"] = Field(
+        "docker",
+        description="start containers through dockerd, or with runc/runsc straight from an OCI "
+        "bundle (images still come from the local Docker store)",
+    )
     max_count: int = Field(100, ge=1, description="largest count a request may ask for")
     pids: int = Field(64, ge=8, description="processes and threads per container")
     disk: int = Field(64, ge=1, description="MB for each of the writable /bg and /tmp")

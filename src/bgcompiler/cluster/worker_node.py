@@ -65,7 +65,7 @@ class WorkerNode:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set, then shuts down gracefully."""
-        from bgcompiler.app import docker_sandbox, job_callbacks  # the app's own parts
+        from bgcompiler.app import configured_sandbox, job_callbacks  # the app's own parts
 
         settings = self._settings
         assert settings.queue_url is not None
@@ -74,7 +74,7 @@ class WorkerNode:
         url = database_url(settings.database_url, settings.data_dir)
         engine = await open_database(url, settings.data_dir)
         metrics = Metrics(languages)
-        box = self._sandbox_given or docker_sandbox(settings, metrics)
+        box = self._sandbox_given or configured_sandbox(settings, metrics)
         try:
             await box.open()
         except StartupError:

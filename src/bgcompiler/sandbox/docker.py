@@ -15,6 +15,7 @@ from bgcompiler.metrics import Metrics
 from bgcompiler.models import Limits, RunResult, RunSpec
 from bgcompiler.sandbox.attach import AttachedStream
 from bgcompiler.sandbox.capture import Capture
+from bgcompiler.sandbox.collect import collect
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
 from bgcompiler.sandbox.live import Live
@@ -60,8 +61,6 @@ IMAGE_CACHE_S = 2.0
 ALIVE_S = 1.0
 # A quiet run waits at most this long for background engine work to finish.
 QUIET_WAIT_S = 5.0
-# Past the cap, bytes that could begin the helper's mark wait this long for the rest of it.
-PARTIAL_MARK_WAIT_S = 0.5
 
 
 class DockerSandbox:
@@ -346,7 +345,7 @@ class DockerSandbox:
             # The helper enforces the time limit itself, and reports; this deadline is the
             # backstop for a run that keeps its container alive past the helper.
             deadline = begun + spec.limits.timeout_s + HELPER_GRACE_S
-            ending = await _collect(stream, capture, deadline=deadline, live=live)
+            ending = await collect(stream, capture, deadline=deadline, live=live)
             finished = loop.time()
             patience = loop.time() + EXIT_PATIENCE_S
             if ending is not Ending.ENDED:
@@ -458,35 +457,3 @@ class DockerSandbox:
             if unanswered >= REMOVAL_TRIES_UNANSWERED or loop.time() >= give_up:
                 return
             await asyncio.sleep(0.5 * (unanswered + 1))
-
-
-async def _collect(
-    stream: AttachedStream, capture: Capture, *, deadline: float, live: Live | None = None
-) -> Ending:
-    """Reads frames until the output ends, the program passes a cap, or the deadline (in
-    the loop's time). A possible mark past the cap that goes no further within
-    PARTIAL_MARK_WAIT_S was the program's: it is over the cap. With `live`, the program's
-    bytes of each frame go to it at once (those past the cap never)."""
-    loop = asyncio.get_running_loop()
-    while True:
-        until = deadline
-        if capture.pending:
-            until = min(deadline, loop.time() + PARTIAL_MARK_WAIT_S)
-        try:
-            async with asyncio.timeout_at(until):
-                frame = await stream.read_frame()
-        except TimeoutError:
-            if until < deadline:
-                capture.stalled = True
-                return Ending.OVER
-            return Ending.TIMEOUT
-        if frame is None:
-            return Ending.ENDED
-        capture.feed(*frame)
-        if live is not None:
-            for kind, data in capture.fresh():
-                live.output(kind, data)
-        if capture.over:
-            return Ending.OVER
-        if capture.complete:
-            return Ending.ENDED  # the program has ended; its output is all here

@@ -39,6 +39,8 @@ DEFAULT_SOCKET = "/var/run/docker.sock"
 _AIODOCKER_CONNECT_FAILED = 900
 # Work calls get this many times the quick deadline.
 WORK_CALL_FACTOR = 5
+# A container's file system is read from the engine in pieces of this size.
+EXPORT_CHUNK = 1 << 20
 
 
 def socket_path(docker_host: str | None) -> str:
@@ -232,6 +234,20 @@ class Engine:
         except EngineError as exc:
             if exc.status not in (404, 409):  # 409: removal already in progress
                 raise
+
+    async def export(self, container_id: str, sink: Callable[[bytes], Awaitable[None]]) -> None:
+        """Streams the container's file system, a tar, to `sink` chunk by chunk."""
+        deadline = aiohttp.ClientTimeout(total=None, sock_read=self._work, connect=self._quick)
+        async with self._translated("export", None):
+            response = await self._client._do_query(
+                f"containers/{container_id}/export", method="GET", timeout=deadline
+            )
+            try:
+                async for chunk in response.content.iter_chunked(EXPORT_CHUNK):
+                    await sink(chunk)
+            finally:
+                response.close()
+            self.last_answer = time.monotonic()
 
     async def list_containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
         return await self._call(

@@ -25,11 +25,33 @@ RUNSC_HOST_THREADS_PER_PROCESS = 48
 SANDBOX_ENV = ("HOME=/tmp", "TMPDIR=/tmp")
 
 
-def _tmpfs_options(size_mb: int) -> str:
+def tmpfs_options(size_mb: int) -> str:
+    """The mount options of the writable /bg and /tmp (each)."""
     return (
         f"rw,exec,nosuid,nodev,size={size_mb}m,nr_inodes={size_mb * INODES_PER_MB},"
         f"uid={SANDBOX_UID},gid={SANDBOX_UID},mode=0700"
     )
+
+
+def rlimits(spec: RunSpec) -> list[tuple[str, int]]:
+    """The resource limits of a run's processes, by their ulimit names (soft = hard)."""
+    limits = [
+        ("nofile", NOFILE),
+        ("fsize", spec.limits.disk_mb * 1024 * 1024),
+        ("core", 0),
+    ]
+    if spec.runtime:  # gVisor: see RUNSC_HOST_THREADS_BASE
+        # Under runc, RLIMIT_NPROC would count this uid's processes across the whole host,
+        # so it is only set where the gVisor kernel counts per sandbox.
+        limits.append(("nproc", spec.limits.pids))
+    return limits
+
+
+def pids_cgroup_limit(spec: RunSpec) -> int:
+    """The pids cgroup's limit: the run's processes under runc, a backstop under gVisor."""
+    if spec.runtime:  # gVisor: see RUNSC_HOST_THREADS_BASE
+        return RUNSC_HOST_THREADS_BASE + RUNSC_HOST_THREADS_PER_PROCESS * spec.limits.pids
+    return spec.limits.pids
 
 
 def container_config(
@@ -43,27 +65,16 @@ def container_config(
     """
     limits = spec.limits
     memory = limits.memory_mb * 1024 * 1024
-    disk_bytes = limits.disk_mb * 1024 * 1024
-    ulimits = [
-        {"Name": "nofile", "Soft": NOFILE, "Hard": NOFILE},
-        {"Name": "fsize", "Soft": disk_bytes, "Hard": disk_bytes},
-        {"Name": "core", "Soft": 0, "Hard": 0},
-    ]
-    pids_cgroup = limits.pids
-    if spec.runtime:  # gVisor: see RUNSC_HOST_THREADS_BASE
-        # Under runc, RLIMIT_NPROC would count this uid's processes across the whole host,
-        # so it is only set where the gVisor kernel counts per sandbox.
-        ulimits.append({"Name": "nproc", "Soft": limits.pids, "Hard": limits.pids})
-        pids_cgroup = RUNSC_HOST_THREADS_BASE + RUNSC_HOST_THREADS_PER_PROCESS * limits.pids
+    ulimits = [{"Name": name, "Soft": value, "Hard": value} for name, value in rlimits(spec)]
     host_config: dict[str, Any] = {
         "NetworkMode": "none",
         "Memory": memory,
         "MemorySwap": memory,  # equal to Memory: no swap at all
         "CpuShares": limits.cpu_shares,
         "NanoCpus": int(limits.cpus * 1e9),
-        "PidsLimit": pids_cgroup,
+        "PidsLimit": pids_cgroup_limit(spec),
         "ReadonlyRootfs": True,
-        "Tmpfs": {WORKDIR: _tmpfs_options(limits.disk_mb), "/tmp": _tmpfs_options(limits.disk_mb)},
+        "Tmpfs": {WORKDIR: tmpfs_options(limits.disk_mb), "/tmp": tmpfs_options(limits.disk_mb)},
         "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges:true"],
         "Ulimits": ulimits,

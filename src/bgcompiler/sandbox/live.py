@@ -13,8 +13,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from bgcompiler.sandbox.attach import AttachedStream
 from bgcompiler.sandbox.payload import eof_frame, signal_frame, stdin_frame
+from bgcompiler.sandbox.stream import RunStream
 
 # Input the program has not taken yet is held here up to this much; past it, `room` makes
 # the client's reader wait (so a client cannot fill the service's memory).
@@ -78,7 +78,7 @@ class Live:
         self._output(kind, data)
 
     async def feed(
-        self, stream: AttachedStream, payload: bytes, nonce: str, *, takes_stdin: bool
+        self, stream: RunStream, payload: bytes, nonce: str, *, takes_stdin: bool
     ) -> None:
         """Sends the archive, then the client's input (if this stage takes it) and signals
         as they come, each frame with the run's nonce, until cancelled at the stage's end or

@@ -1,0 +1,237 @@
+"""Driving runc or runsc straight from a bundle: one runtime process per run, no daemon.
+
+runc runs each container in the foreground (`runc run --keep`): the runc process is the
+container's parent, hands it its own stdin/stdout/stderr (our pipes) and exits with its
+exit code; `--keep` leaves the stopped container (and its cgroup, whose OOM counter is read
+after) until we delete it. runsc cannot keep a container after a foreground run, so it is
+started detached (`runsc run --detach`, the sandbox keeps our pipes) and `runsc wait` gives
+its exit code. Either way, `delete --force` ends what is left and removes the state.
+
+A runtime's own error output before the container starts goes to a log file in the
+bundle, never into the program's stderr: a run whose runtime logged an error is a failure
+of the service, with that message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from bgcompiler.errors import SandboxError, StartupError
+from bgcompiler.sandbox.oci.pipes import PipeStream
+
+log = structlog.get_logger(__name__)
+
+LOG_NAME = "runtime.log"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# How long one runtime command (kill, wait once the program ended, delete, list) may take.
+# A gVisor sandbox killing a fork bomb under CPU contention took seconds here.
+COMMAND_S = 30.0
+# The runtime processes need no environment of ours.
+_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """One OCI runtime binary with its state root and its global flags."""
+
+    name: str  # "runc" or "runsc"
+    binary: str
+    root: Path
+    flags: tuple[str, ...] = ()
+
+    @classmethod
+    def find(cls, name: str, root: Path) -> Runtime:
+        """runc (the default) or runsc (--gvisor), found on PATH. Raises StartupError."""
+        binary = shutil.which(name)
+        if binary is None:
+            raise StartupError(
+                f"the oci engine needs the {name!r} binary on PATH (`make setup` installs it)"
+            )
+        gvisor = name.endswith("runsc")
+        # runsc: no network stack at all (only loopback, as runc's new network namespace),
+        # which is also the only way it runs here (docs/architecture.md).
+        flags = ("--network=none",) if gvisor else ()
+        return cls(name, binary, root, flags)
+
+    @property
+    def gvisor(self) -> bool:
+        return self.name.endswith("runsc")
+
+    def command(self, *args: str, log_file: Path | None = None) -> list[str]:
+        logging = ["--log", str(log_file), "--log-format", "json"] if log_file else []
+        return [self.binary, "--root", str(self.root), *logging, *self.flags, *args]
+
+    async def call(self, *args: str, within_s: float | None = COMMAND_S) -> tuple[int, bytes]:
+        """Runs one runtime command; its exit code and output (stderr folded in)."""
+        process = await asyncio.create_subprocess_exec(
+            *self.command(*args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=_ENV,
+        )
+        try:
+            async with asyncio.timeout(within_s):
+                output, _ = await process.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
+        assert process.returncode is not None
+        return process.returncode, output
+
+    async def containers(self) -> list[str]:
+        """The ids of every container in this runtime's state root."""
+        if not self.root.is_dir():
+            return []
+        code, output = await self.call("list", "--quiet")
+        if code != 0:
+            raise SandboxError(f"{self.name} list failed: {output.decode(errors='replace')}")
+        return output.decode().split()
+
+    async def kill(self, container_id: str) -> None:
+        """SIGKILL to the container's init (and so to all of it); a container already
+        stopped or gone is not an error."""
+        with contextlib.suppress(TimeoutError):
+            await self.call("kill", container_id, "KILL")
+
+    async def delete(self, container_id: str) -> bool:
+        """Kills what is left and removes the container's state and cgroups. True once it
+        is gone (or was never made)."""
+        try:
+            code, output = await self.call("delete", "--force", container_id)
+        except TimeoutError:
+            return False
+        if code != 0 and b"does not exist" not in output and b"not exist" not in output:
+            log.warning(
+                "container removal failed",
+                container=container_id,
+                error=output.decode(errors="replace").strip(),
+            )
+            return False
+        return True
+
+
+class RuntimeProcess:
+    """One run's container, started: its pipes, and how its end is learnt."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        container_id: str,
+        bundle: Path,
+        process: asyncio.subprocess.Process,
+        stream: PipeStream,
+    ) -> None:
+        self.runtime = runtime
+        self.container_id = container_id
+        self.bundle = bundle
+        self._process = process
+        self.stream = stream
+        self._waiter: asyncio.Task[tuple[int, bytes]] | None = None
+
+    @classmethod
+    async def start(cls, runtime: Runtime, container_id: str, bundle: Path) -> RuntimeProcess:
+        """Starts the bundle's container; its stdio are pipes to us. Raises SandboxError
+        when the runtime could not start it.
+
+        The pipes are ours, not asyncio's process pipes: the runtime process may end long
+        before them (runsc detaches; its sandbox holds them), and asyncio would wait for
+        every pipe to close before reporting the process's exit."""
+        mode = ("run", "--detach") if runtime.gvisor else ("run", "--keep")
+        stdin_read, stdin_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
+        ours = [stdin_write, stdout_read, stderr_read]
+        try:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *runtime.command(
+                        *mode, "--bundle", str(bundle), container_id, log_file=bundle / LOG_NAME
+                    ),
+                    stdin=stdin_read,
+                    stdout=stdout_write,
+                    stderr=stderr_write,
+                    env=_ENV,
+                    cwd=bundle,
+                )
+            finally:  # the runtime has its copies (or failed to start)
+                for fd in (stdin_read, stdout_write, stderr_write):
+                    os.close(fd)
+            stream = await PipeStream.open(*ours)
+        except BaseException:
+            for fd in ours:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise
+        started = cls(runtime, container_id, bundle, process, stream)
+        if runtime.gvisor:
+            # `run --detach` returns once the container runs (or could not be started).
+            code = await process.wait()
+            if code != 0:
+                started.stream.close()
+                raise SandboxError(f"runsc could not start the container: {started.error()}")
+            # A detached sandbox gives its exit code only to a `wait` that began before the
+            # end: it begins now, while the helper still waits for the run's archive.
+            started._waiter = asyncio.create_task(runtime.call("wait", container_id, within_s=None))
+        return started
+
+    def error(self) -> str | None:
+        """What the runtime logged as an error, if it did."""
+        try:
+            lines = (self.bundle / LOG_NAME).read_text(errors="replace").splitlines()
+        except OSError:
+            return None
+        errors = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+                    errors.append(str(entry.get("msg", "")))
+        return "; ".join(errors) or None
+
+    async def exit_code(self) -> int | None:
+        """The container's exit code once it has stopped (None: the runtime could not
+        tell). Raises SandboxError when the runtime failed rather than the program."""
+        if self._waiter is not None:
+            code, output = await asyncio.shield(self._waiter)
+            if code != 0:
+                raise SandboxError(f"runsc wait failed: {output.decode(errors='replace')}")
+            status = json.loads(output).get("exitStatus")
+            return int(status) if status is not None else None
+        code = await self._process.wait()
+        if (error := self.error()) is not None:
+            raise SandboxError(f"runc: {error}")
+        return code if code >= 0 else 128 - code  # runc itself killed: as a signal death
+
+    async def kill(self) -> None:
+        await self.runtime.kill(self.container_id)
+
+    def oom_killed(self, cgroups_path: str) -> bool:
+        """Whether the kernel killed a process of the run for memory (read from its memory
+        cgroup, still there until the container is deleted)."""
+        control = CGROUP_ROOT / "memory" / cgroups_path.lstrip("/") / "memory.oom_control"
+        try:
+            for line in control.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value) > 0
+        except (OSError, ValueError):
+            pass
+        return False
+
+    async def finish(self) -> None:
+        """After the run: the runtime process has exited and the pipes are closed."""
+        await self._process.wait()
+        if self._waiter is not None:
+            await asyncio.gather(self._waiter, return_exceptions=True)
+        await self.stream.ended()

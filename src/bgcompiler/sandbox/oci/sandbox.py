@@ -1,0 +1,424 @@
+"""The OCI implementation of Sandbox: one fresh container per run, started by runc (or runsc)
+straight from a bundle, without dockerd, containerd or a shim in the run's path.
+
+Docker remains the image store: an image is checked and unpacked from the local engine
+(rootfs.py), then every run of it is a runtime process of ours (runtime.py) whose container
+has the Docker path's isolation (config.py), the same helper, archive and nonce scheme, and
+whose output is read and judged by the same code (collect.py, capture.py, outcome.py).
+
+What is ours on the host, all named after this instance's id so that it can be counted and
+reaped (ownership.py's lease): the runtimes' state under `<state_dir>/oci/<runtime>`
+(container ids `bgc-<instance>-<n>`), the bundles under `<state_dir>/oci/runs/<instance>`,
+and the cgroups `/bgc-oci/<instance>/<container>` under each controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import structlog
+
+from bgcompiler.errors import BgcError, EngineUnavailable, StartupError
+from bgcompiler.metrics import Metrics
+from bgcompiler.models import Limits, RunResult, RunSpec
+from bgcompiler.sandbox.capture import Capture
+from bgcompiler.sandbox.collect import collect
+from bgcompiler.sandbox.engine import Engine
+from bgcompiler.sandbox.live import Live
+from bgcompiler.sandbox.measure import new_nonce
+from bgcompiler.sandbox.oci.config import bundle_config
+from bgcompiler.sandbox.oci.rootfs import RootfsCache
+from bgcompiler.sandbox.oci.runtime import CGROUP_ROOT, Runtime, RuntimeProcess
+from bgcompiler.sandbox.outcome import Ending, EngineState, build_result
+from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
+from bgcompiler.sandbox.payload import build_payload
+
+log = structlog.get_logger(__name__)
+
+CGROUP_BASE = "bgc-oci"
+CONTAINER_PREFIX = "bgc-"
+# The same patience as the Docker path (docker.py explains each).
+DRAIN_AFTER_KILL_S = 1.0
+HELPER_GRACE_S = 1.0
+EXIT_PATIENCE_S = 3.0
+IMAGE_CACHE_S = 2.0
+QUIET_WAIT_S = 5.0
+# A removal that fails is tried this many times; what is left is removed at close, or by
+# the next start on this host after a crash.
+REMOVAL_TRIES = 3
+# How long a removal waits for the runtime process to end by itself before deleting.
+FINISH_WAIT_S = 10.0
+
+
+def container_owner(container_id: str) -> str | None:
+    """The instance id in one of our container ids (`bgc-<instance>-<n>`)."""
+    if not container_id.startswith(CONTAINER_PREFIX):
+        return None
+    owner = container_id[len(CONTAINER_PREFIX) :].split("-", 1)[0]
+    return owner if owner.isalnum() else None
+
+
+class OciSandbox:
+    """Runs each RunSpec in a new container started by runc or runsc from a bundle."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        lease: InstanceLease,
+        *,
+        state_dir: Path,
+        cache_dir: Path,
+        check_runtime: str | None,
+        check_image: str,
+        check_limits: Limits,
+        helper: str,
+        artifact_bytes: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._engine = engine
+        self._lease = lease
+        self._state = state_dir / "oci"
+        self._runs = self._state / "runs" / lease.instance_id
+        self._rootfs = RootfsCache(engine, cache_dir / "oci-rootfs", lease.labels)
+        self._check_runtime = check_runtime
+        self._check_image = check_image
+        self._check_limits = check_limits
+        self._helper = helper
+        self._artifact_bytes = artifact_bytes
+        self._metrics = metrics
+        self._init = ""
+        self._runtimes: dict[str | None, Runtime] = {}
+        self._images: dict[str, tuple[str, list[str], float]] = {}
+        self._removals: set[asyncio.Task[None]] = set()
+        self._serial = itertools.count(1)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._lease.acquire()
+        log.info("starting", instance=self._lease.instance_id, engine="oci")
+        try:
+            self._init = _find_init()
+            self._runtimes[None] = Runtime.find("runc", self._state / "runc")
+            if self._check_runtime:
+                self._runtimes[self._check_runtime] = Runtime.find(
+                    self._check_runtime, self._state / Path(self._check_runtime).name
+                )
+            for runtime in self._runtimes.values():
+                runtime.root.mkdir(parents=True, exist_ok=True)
+            self._runs.mkdir(parents=True, exist_ok=True)
+            await self._engine.negotiate()
+            await self.remove_orphans()
+            await self._prove_runtime(self._check_runtime)
+        except EngineUnavailable as exc:
+            await self._abandon()
+            raise StartupError(
+                f"{exc.message}; the oci engine takes its images from dockerd"
+            ) from exc
+        except StartupError:
+            await self._abandon()
+            raise
+        except (BgcError, OSError) as exc:
+            await self._abandon()
+            message = exc.message if isinstance(exc, BgcError) else str(exc)
+            raise StartupError(f"the oci engine failed a start-up check: {message}") from exc
+
+    async def _abandon(self) -> None:
+        await self._remove_own()
+        await self._engine.close()
+        self._lease.release()
+
+    async def close(self) -> None:
+        """Waits for pending removals, then removes anything of this instance still there."""
+        if self._removals:
+            await asyncio.gather(*self._removals, return_exceptions=True)
+        await self._remove_own()
+        await self._engine.close()
+        self._lease.release()
+
+    async def _remove_own(self) -> None:
+        instance = self._lease.instance_id
+        for runtime in self._runtimes.values():
+            with contextlib.suppress(BgcError, OSError, TimeoutError):
+                for container_id in await runtime.containers():
+                    if container_owner(container_id) == instance:
+                        await runtime.delete(container_id)
+        shutil.rmtree(self._runs, ignore_errors=True)
+        _remove_cgroups(instance)
+        with contextlib.suppress(BgcError):  # an image export cut short
+            for container in await self._engine.list_containers(self._lease.labels):
+                await self._engine.remove(container["Id"])
+
+    async def remove_orphans(self) -> int:
+        """Removes what dead instances of ours on this host left: containers, bundles,
+        cgroups, image exports and half-unpacked roots. Returns how many containers."""
+        removed = 0
+        dead: set[str] = set()
+        for runtime in self._runtimes.values():
+            for container_id in await runtime.containers():
+                owner = container_owner(container_id)
+                if owner is not None and self._lease.is_dead(owner):
+                    await runtime.delete(container_id)
+                    dead.add(owner)
+                    removed += 1
+        runs = self._state / "runs"
+        for entry in runs.iterdir() if runs.is_dir() else ():
+            if entry.name.isalnum() and self._lease.is_dead(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+                dead.add(entry.name)
+        for container in await self._engine.list_containers(self._lease.host_labels):
+            owner = container.get("Labels", {}).get(LABEL_INSTANCE, "")
+            if owner.isalnum() and self._lease.is_dead(owner):
+                await self._engine.remove(container["Id"])
+                dead.add(owner)
+        self._rootfs.remove_partial()
+        for owner in dead:
+            _remove_cgroups(owner)
+            self._lease.forget(owner)
+        if removed:
+            log.info("removed leftover containers", count=removed, instances=sorted(dead))
+        return removed
+
+    async def _prove_runtime(self, runtime: str | None) -> None:
+        spec = RunSpec(
+            image=self._check_image,
+            command="echo ok",
+            files=(),
+            stdin=b"",
+            limits=self._check_limits,
+            runtime=runtime,
+        )
+        await self.check_image(self._check_image)
+        result = await self._run(spec)
+        if result.stdout != b"ok\n" or result.exit_code != 0:
+            reason = result.error or result.stderr.decode(errors="replace")
+            raise StartupError(
+                f"{runtime or 'runc'} could not run a container from a bundle: "
+                f"status {result.status.value}, {reason}"
+            )
+
+    # --- the Sandbox protocol --------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._engine.ping()
+
+    def status(self) -> dict[str, int | str]:
+        return {
+            "instance": self._lease.instance_id,
+            "pool_ready": 0,
+            "pool_starting": 0,
+            "removing": len(self._removals),
+        }
+
+    async def check_image(self, image: str) -> str:
+        return (await self._image(image))[0]
+
+    async def _image(self, image: str) -> tuple[str, list[str]]:
+        """The image's id and environment; a present image is remembered for a moment."""
+        now = time.monotonic()
+        known = self._images.get(image)
+        if known is not None and now - known[2] < IMAGE_CACHE_S:
+            return known[0], known[1]
+        found = await self._engine.image_exists(image)
+        image_id = str(found.get("Id", ""))
+        env = [str(entry) for entry in (found.get("Config") or {}).get("Env") or []]
+        self._images[image] = (image_id, env, now)
+        return image_id, env
+
+    async def run(self, spec: RunSpec) -> RunResult:
+        return await self._run(spec)
+
+    async def run_live(self, spec: RunSpec, live: Live) -> RunResult:
+        return await self._run(spec, live=live)
+
+    async def _run(self, spec: RunSpec, *, live: Live | None = None) -> RunResult:
+        container_id = f"{CONTAINER_PREFIX}{self._lease.instance_id}-{next(self._serial)}"
+        runtime = self._runtimes.get(spec.runtime)
+        if runtime is None:
+            return RunResult.internal(f"this service was not started with runtime {spec.runtime!r}")
+        started: RuntimeProcess | None = None
+        try:
+            if spec.quiet:
+                await self._settle()
+            begun = time.monotonic()
+            started = await self._launch(runtime, container_id, spec, live=live is not None)
+            if self._metrics is not None:
+                self._metrics.container_started(time.monotonic() - begun)
+            return await self._execute(started, spec, live)
+        except BgcError as exc:
+            log.warning("run failed", error=exc.message, container=container_id)
+            return RunResult.internal(exc.message)
+        finally:
+            # Whatever happened (a cancellation during the start included), the container
+            # may exist: its removal is by id, and a container never made is no error.
+            self._remove_later(runtime, container_id, started)
+
+    # --- one run ---------------------------------------------------------------------------
+
+    def _cgroups_path(self, container_id: str) -> str:
+        return f"/{CGROUP_BASE}/{self._lease.instance_id}/{container_id}"
+
+    async def _launch(
+        self, runtime: Runtime, container_id: str, spec: RunSpec, *, live: bool
+    ) -> RuntimeProcess:
+        image_id, image_env = await self._image(spec.image)
+        rootfs = await self._rootfs.rootfs(image_id)
+        bundle = self._runs / container_id
+        bundle.mkdir()
+        hostname = secrets.token_hex(6)
+        (bundle / "hostname").write_text(hostname + "\n")
+        config = bundle_config(
+            spec,
+            rootfs=rootfs,
+            image_env=image_env,
+            helper=self._helper,
+            init=self._init,
+            hostname=hostname,
+            hostname_file=bundle / "hostname",
+            cgroups_path=self._cgroups_path(container_id),
+            live=live,
+        )
+        (bundle / "config.json").write_text(json.dumps(config, separators=(",", ":")))
+        return await RuntimeProcess.start(runtime, container_id, bundle)
+
+    async def _settle(self) -> None:
+        """Waits (a bounded time) for our background removals to finish."""
+        if self._removals:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(QUIET_WAIT_S):
+                    await asyncio.wait(list(self._removals))
+
+    async def _execute(
+        self, started: RuntimeProcess, spec: RunSpec, live: Live | None
+    ) -> RunResult:
+        """Runs the spec in a started container, as DockerSandbox._execute does."""
+        stream = started.stream
+        loop = asyncio.get_running_loop()
+        nonce = new_nonce()
+        artifact_bytes = self._artifact_bytes if spec.artifacts else None
+        capture = Capture(spec.limits.output_bytes, nonce, artifact_bytes=artifact_bytes)
+        payload = build_payload(
+            spec.files, None if live is not None else spec.stdin, nonce, spec.command
+        )
+        begun = loop.time()
+        if live is None:
+            feeder = asyncio.create_task(stream.send_stdin(payload))
+        else:
+            live.begin()
+            feeder = asyncio.create_task(
+                live.feed(stream, payload, nonce, takes_stdin=not spec.artifacts)
+            )
+        try:
+            deadline = begun + spec.limits.timeout_s + HELPER_GRACE_S
+            ending = await collect(stream, capture, deadline=deadline, live=live)
+            finished = loop.time()
+            patience = loop.time() + EXIT_PATIENCE_S
+            if ending is not Ending.ENDED:
+                await self._kill_draining(started, capture, until=patience)
+        finally:
+            feeder.cancel()
+            if live is not None:
+                live.end()
+            stream.close()
+        if live is not None:
+            for kind, data in capture.fresh(final=True):
+                live.output(kind, data)
+
+        collected = capture.collected()
+        measured = collected.measurement
+        cgroups_path = self._cgroups_path(started.container_id)
+        certain = (
+            measured is not None
+            and ending is Ending.ENDED
+            and os.WIFEXITED(measured.wait_status)
+            and os.WEXITSTATUS(measured.wait_status) == 0
+            and not started.oom_killed(cgroups_path)
+        )
+        if certain:
+            engine = EngineState(exit_code=0, oom_killed=False)
+        else:
+            exit_code: int | None = None
+            try:
+                async with asyncio.timeout_at(patience):
+                    exit_code = await started.exit_code()
+            except TimeoutError:
+                log.warning("container slow to come down", container=started.container_id)
+            engine = EngineState(exit_code, started.oom_killed(cgroups_path))
+        return build_result(
+            collected,
+            ending=ending,
+            outside_ms=(finished - begun) * 1000,
+            engine=engine,
+            artifact_mb=self._artifact_bytes // (1024 * 1024),
+        )
+
+    async def _kill_draining(
+        self, started: RuntimeProcess, capture: Capture, *, until: float
+    ) -> None:
+        """Kills the container while reading what output is still on its way."""
+        kill = asyncio.create_task(started.kill())
+        try:
+            drain_until = min(until, asyncio.get_running_loop().time() + DRAIN_AFTER_KILL_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(drain_until):
+                    while (frame := await started.stream.read_frame()) is not None:
+                        capture.feed(*frame)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(until):
+                    await asyncio.shield(kill)
+        finally:
+            if not kill.done():
+                kill.cancel()
+
+    def _remove_later(
+        self, runtime: Runtime, container_id: str, started: RuntimeProcess | None
+    ) -> None:
+        """Removal is off the request's path but tracked, so shutdown waits for it."""
+        task = asyncio.create_task(self._remove(runtime, container_id, started))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _remove(
+        self, runtime: Runtime, container_id: str, started: RuntimeProcess | None
+    ) -> None:
+        """Deletes the container (killing what is left of it), its bundle and cgroups."""
+        for attempt in range(REMOVAL_TRIES):
+            with contextlib.suppress(OSError):
+                if await runtime.delete(container_id):
+                    break
+            await asyncio.sleep(0.5 * (attempt + 1))
+        if started is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FINISH_WAIT_S):
+                    await started.finish()
+        shutil.rmtree(self._runs / container_id, ignore_errors=True)
+
+
+def _find_init() -> str:
+    """dockerd's init (tini, static), which Docker's `Init` runs as each container's pid 1."""
+    found = shutil.which("docker-init")
+    if found is None:
+        raise StartupError("the oci engine needs docker-init (tini) on PATH, as dockerd does")
+    return str(Path(found).resolve())
+
+
+def _remove_cgroups(instance: str) -> None:
+    """Removes an instance's (empty) cgroup directories under every controller."""
+    for controller in CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else ():
+        base = controller / CGROUP_BASE / instance
+        if not base.is_dir():
+            continue
+        for leftover in sorted(base.iterdir(), reverse=True):
+            if leftover.is_dir():
+                with contextlib.suppress(OSError):
+                    leftover.rmdir()
+        with contextlib.suppress(OSError):
+            base.rmdir()
