@@ -44,6 +44,30 @@ def our_containers(instance: str) -> list[str]:
     return out.split()
 
 
+def oci_leftovers(state_dir: Path, instance: str, *, alive: bool = False) -> list[str]:
+    """What the oci engine of one instance has on the host: its containers in the runtimes'
+    state, its run bundles, its cgroups, and its runtime processes."""
+    assert instance, "count what one instance has, never everything"
+    found = [
+        str(entry)
+        for runtime in ("runc", "runsc")
+        if (state_dir / "oci" / runtime).is_dir()
+        for entry in (state_dir / "oci" / runtime).iterdir()
+        if instance in entry.name
+    ]
+    runs = state_dir / "oci" / "runs" / instance
+    if runs.is_dir():
+        found += [str(entry) for entry in runs.iterdir()]
+    for controller in Path("/sys/fs/cgroup").iterdir():
+        base = controller / "bgc-oci" / instance
+        if base.is_dir():  # the instance's own stays while it lives; its runs' never
+            runs_cgroups = [str(entry) for entry in base.iterdir() if entry.is_dir()]
+            found += runs_cgroups if alive else [str(base)]
+    processes = subprocess.run(["pgrep", "-af", f"bgc-{instance}-"], capture_output=True, text=True)
+    found += processes.stdout.splitlines()
+    return found
+
+
 def wait_until(
     predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.1
 ) -> bool:
@@ -78,6 +102,8 @@ class Server:
     port: int
     log_path: Path
     runtime: str
+    engine: str = "docker"
+    state_dir: Path | None = None
     client: httpx.Client = field(init=False)
     killed: bool = False  # stopped by SIGKILL: its containers are left for a successor
 
@@ -96,7 +122,12 @@ class Server:
 
     def containers(self) -> list[str]:
         instance = self.instance
-        return our_containers(instance) if instance else []
+        if not instance:
+            return []
+        if self.engine == "oci":
+            assert self.state_dir is not None
+            return oci_leftovers(self.state_dir, instance, alive=self.process.poll() is None)
+        return our_containers(instance)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -198,6 +229,7 @@ def launch(
     tmp: Path,
     *args: str,
     runtime: str = "runc",
+    engine: str = "docker",
     env: dict[str, str] | None = None,
     wait: bool = True,
 ) -> Server:
@@ -207,6 +239,8 @@ def launch(
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"service-{port}.log"
     runtime_args = ["--gvisor"] if runtime == "runsc" else []
+    if engine != "docker":
+        runtime_args += ["--engine", engine]
     if "--data-dir" not in args and "--database-url" not in args:
         # A job store of its own: never the user's, nor another test's (whose unfinished
         # jobs a start-up would take up).
@@ -227,7 +261,7 @@ def launch(
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-    server = Server(process, port, log_path, runtime)
+    server = Server(process, port, log_path, runtime, engine, _launcher.state_dir)
     _launcher.launched.append(server)
     if wait:
 
@@ -285,6 +319,15 @@ def network_probe(*targets: str) -> str:
     return f"TARGETS = {list(targets)!r}\n" + NETWORK_PROBE
 
 
+# Both engines, each with both runtimes: for the suites that must hold on every one.
+ENGINE_RUNTIMES = [
+    pytest.param(("docker", "runc"), id="docker-runc"),
+    pytest.param(("docker", "runsc"), id="docker-runsc", marks=pytest.mark.gvisor),
+    pytest.param(("oci", "runc"), id="oci-runc"),
+    pytest.param(("oci", "runsc"), id="oci-runsc", marks=pytest.mark.gvisor),
+]
+
+
 @pytest.fixture(scope="session", params=RUNTIMES)
 def shared_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -296,16 +339,46 @@ def shared_server(
     assert service.stop() == 0, service.log()
 
 
+@pytest.fixture(scope="session", params=ENGINE_RUNTIMES)
+def shared_engine_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The service with TEST_FLAGS on each engine under each runtime."""
+    engine, runtime = request.param
+    tmp = tmp_path_factory.mktemp(f"svc-{engine}-{runtime}")
+    service = launch(tmp, *TEST_FLAGS, runtime=runtime, engine=engine)
+    yield service
+    assert service.stop() == 0, service.log()
+
+
+@pytest.fixture(scope="session", params=ENGINE_RUNTIMES)
+def shared_engine_patient_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The service with PATIENT_FLAGS on each engine under each runtime."""
+    engine, runtime = request.param
+    tmp = tmp_path_factory.mktemp(f"patient-{engine}-{runtime}")
+    service = launch(tmp, *PATIENT_FLAGS, runtime=runtime, engine=engine)
+    yield service
+    assert service.stop() == 0, service.log()
+
+
+def settled_after(server: Server) -> None:
+    """After a test: every container of the service's instance is accounted for (a warm
+    one), so a leak shows in the test that caused it."""
+    if server.process.poll() is None:
+        assert server.settled(), (
+            f"containers of instance {server.instance} left behind: "
+            f"{server.containers()}, status {server.status()}"
+        )
+
+
 @pytest.fixture
 def server(shared_server: Server) -> Iterator[Server]:
     """The shared service; after each test every container of its instance must be
     accounted for (a warm one), so a leak shows in the test that caused it."""
     yield shared_server
-    if shared_server.process.poll() is None:
-        assert shared_server.settled(), (
-            f"containers of instance {shared_server.instance} left behind: "
-            f"{shared_server.containers()}, status {shared_server.status()}"
-        )
+    settled_after(shared_server)
 
 
 # The same, with a time limit far beyond any kill or answer a test waits for: what is "at
@@ -345,7 +418,7 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     global _launcher
     _launcher = Launcher(tmp_path_factory.mktemp("state"))
     yield _launcher
-    launched, _launcher = _launcher.launched, None
+    launched, _state_dir, _launcher = _launcher.launched, _launcher.state_dir, None
     for server in launched:
         if server.process.poll() is None:
             server.process.terminate()
@@ -357,6 +430,12 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     assert engine.returncode == 0, "cannot check for leftover containers: the engine is down"
     left = {instance: our_containers(instance) for instance in sorted(instances)}  # type: ignore[arg-type]
     assert not any(left.values()), f"containers left behind: {left}"
+    oci = {
+        server.instance: oci_leftovers(_state_dir, server.instance)
+        for server in launched
+        if server.engine == "oci" and server.instance
+    }
+    assert not any(oci.values()), f"oci engine state left behind: {oci}"
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,21 @@ The comparison with the same program run natively is the benchmark's (`make benc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, settled_after
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server(shared_engine_server: Server) -> Iterator[Server]:
+    """Every figure holds on both engines (Docker, OCI), each under runc and runsc."""
+    yield shared_engine_server
+    settled_after(shared_engine_server)
+
 
 # Each program below measures itself the way a judge's user would, in the same run as the
 # helper measures it: the comparison does not depend on how loaded the machine is.

@@ -1,4 +1,4 @@
-"""The adversarial catalogue (docs/security.md), run with runc and with runsc.
+"""The adversarial catalogue (docs/security.md), on both engines, with runc and with runsc.
 
 Each case asserts its exact status, then what every case must leave true (see
 `assert_contained`): a bounded answer, a benign run right after that succeeds, and no
@@ -12,11 +12,12 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON, Server, network_probe, timed
+from tests.conftest import PYTHON, Server, network_probe, settled_after, timed
 from tests.security.conftest import assert_contained
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,20 @@ DISK = 16 * 1024 * 1024  # --disk 16
 # An answer may come this long after its limit (the helper's kill, and the engine's).
 TIMEOUT_MARGIN_S = 3
 KILLED_AT_ONCE_S = 6  # see tests/integration/test_compile.py
+
+
+@pytest.fixture
+def server(shared_engine_server: Server) -> Iterator[Server]:
+    """Every case holds on both engines (Docker, OCI), each under runc and runsc."""
+    yield shared_engine_server
+    settled_after(shared_engine_server)
+
+
+@pytest.fixture
+def patient_server(shared_engine_patient_server: Server) -> Iterator[Server]:
+    """PATIENT_FLAGS, on both engines under both runtimes."""
+    yield shared_engine_patient_server
+    settled_after(shared_engine_patient_server)
 
 
 def py(server: Server, script: str, **body: Any) -> dict[str, Any]:

@@ -200,12 +200,16 @@ class RuntimeProcess:
         return "; ".join(errors) or None
 
     async def exit_code(self) -> int | None:
-        """The container's exit code once it has stopped (None: the runtime could not
-        tell). Raises SandboxError when the runtime failed rather than the program."""
+        """The container's exit code once it has stopped (None: a gVisor sandbox killed
+        from outside, which leaves none). Raises SandboxError when runc failed rather than
+        the program."""
         if self._waiter is not None:
             code, output = await asyncio.shield(self._waiter)
             if code != 0:
-                raise SandboxError(f"runsc wait failed: {output.decode(errors='replace')}")
+                # The sandbox was killed from outside (the kernel's OOM killer kills the
+                # whole sandbox): it left no exit code. The caller knows why from the cgroup.
+                log.info("sandbox ended without an exit code", container=self.container_id)
+                return None
             status = json.loads(output).get("exitStatus")
             return int(status) if status is not None else None
         code = await self._process.wait()

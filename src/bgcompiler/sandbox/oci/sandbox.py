@@ -8,7 +8,7 @@ whose output is read and judged by the same code (collect.py, capture.py, outcom
 
 What is ours on the host, all named after this instance's id so that it can be counted and
 reaped (ownership.py's lease): the runtimes' state under `<state_dir>/oci/<runtime>`
-(container ids `bgc-<instance>-<n>`), the bundles under `<state_dir>/oci/runs/<instance>`,
+(container ids `bgc-<instance>-<hostname>`), the bundles under `<state_dir>/oci/runs/<instance>`,
 and the cgroups `/bgc-oci/<instance>/<container>` under each controller.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import secrets
@@ -59,7 +58,7 @@ FINISH_WAIT_S = 10.0
 
 
 def container_owner(container_id: str) -> str | None:
-    """The instance id in one of our container ids (`bgc-<instance>-<n>`)."""
+    """The instance id in one of our container ids (`bgc-<instance>-<hostname>`)."""
     if not container_id.startswith(CONTAINER_PREFIX):
         return None
     owner = container_id[len(CONTAINER_PREFIX) :].split("-", 1)[0]
@@ -98,7 +97,6 @@ class OciSandbox:
         self._runtimes: dict[str | None, Runtime] = {}
         self._images: dict[str, tuple[str, list[str], float]] = {}
         self._removals: set[asyncio.Task[None]] = set()
-        self._serial = itertools.count(1)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -240,7 +238,10 @@ class OciSandbox:
         return await self._run(spec, live=live)
 
     async def _run(self, spec: RunSpec, *, live: Live | None = None) -> RunResult:
-        container_id = f"{CONTAINER_PREFIX}{self._lease.instance_id}-{next(self._serial)}"
+        # The hostname is in the container's id, as under dockerd (its first 12 characters),
+        # so a host process of the run (a gVisor sandbox's) can be told by it.
+        hostname = secrets.token_hex(6)
+        container_id = f"{CONTAINER_PREFIX}{self._lease.instance_id}-{hostname}"
         runtime = self._runtimes.get(spec.runtime)
         if runtime is None:
             return RunResult.internal(f"this service was not started with runtime {spec.runtime!r}")
@@ -249,7 +250,9 @@ class OciSandbox:
             if spec.quiet:
                 await self._settle()
             begun = time.monotonic()
-            started = await self._launch(runtime, container_id, spec, live=live is not None)
+            started = await self._launch(
+                runtime, container_id, hostname, spec, live=live is not None
+            )
             if self._metrics is not None:
                 self._metrics.container_started(time.monotonic() - begun)
             return await self._execute(started, spec, live)
@@ -267,13 +270,12 @@ class OciSandbox:
         return f"/{CGROUP_BASE}/{self._lease.instance_id}/{container_id}"
 
     async def _launch(
-        self, runtime: Runtime, container_id: str, spec: RunSpec, *, live: bool
+        self, runtime: Runtime, container_id: str, hostname: str, spec: RunSpec, *, live: bool
     ) -> RuntimeProcess:
         image_id, image_env = await self._image(spec.image)
         rootfs = await self._rootfs.rootfs(image_id)
         bundle = self._runs / container_id
         bundle.mkdir()
-        hostname = secrets.token_hex(6)
         (bundle / "hostname").write_text(hostname + "\n")
         config = bundle_config(
             spec,
