@@ -11,7 +11,7 @@ CLIENTS_STAMP := $(CLIENTS_DIR)/node_modules/.installed
 EDITOR_DIR := web/editor
 EDITOR_BUNDLE := src/bgcompiler/static/play/vendor/codemirror.js
 
-.PHONY: setup engine images editor redis distributed clients browser start test test-unit check lint typecheck clean bench
+.PHONY: setup engine images editor redis distributed clients browser start test test-unit check lint typecheck clean bench bench-queues
 
 # `make setup DISTRIBUTED=1` (or `make distributed`) also installs Redis for the distributed
 # mode; the single-node default needs none. The test fixtures install it themselves when missing.
@@ -79,3 +79,9 @@ bench: setup redis
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 	$(PY) benchmarks/jobs_bench.py $(JOBS_BENCH_ARGS)
 	$(PY) benchmarks/cluster_bench.py $(CLUSTER_BENCH_ARGS)
+
+# The queue engines the distributed mode was chosen among (benchmarks/results/queue_engines.md);
+# minutes long, on a Redis of its own. Not part of `bench`: the choice is made, not tracked.
+bench-queues: setup
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) benchmarks/queue_engines.py $(QUEUE_BENCH_ARGS)
