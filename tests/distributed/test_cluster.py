@@ -358,3 +358,23 @@ def test_events_stream_through_the_api_node(api: Server, cluster: Cluster) -> No
                 if kinds[-1] == "done":
                     break
     assert [kind for kind in kinds if kind != "started"] == ["run", "run", "run", "done"]
+
+
+def test_a_worker_restarted_under_its_name_gives_back_what_it_held(
+    api: Server, cluster: Cluster
+) -> None:
+    """A stable --worker-id: the new process is alive under the dead one's name, so only its
+    start-up can give the dead one's job back (the watchdog sees a live heartbeat)."""
+    job_id = submit(api.url, echo("after-restart", sleep=2))
+    victim = holder(cluster, job_id)
+    victim.signal(signal.SIGKILL)
+    victim.process.wait(10)
+    del cluster.workers[victim.name]
+    cluster.start_worker(victim.name, docker_host=victim.docker_host)
+    document = result(api.url, job_id)
+    assert document["status"] == "done", document
+    assert document["result"]["runs"][0]["stdout"] == "after-restart\n"
+    state = cluster.job(job_id)
+    assert state["attempts"] == 2
+    assert state["error"] == f"its worker {victim.name} restarted during attempt 1"
+    assert wait_until(lambda: victim.containers() == [], timeout=30), victim.containers()

@@ -143,6 +143,9 @@ class WorkerNode:
                 started_at=self._started_at,
             )
 
+        for orphan in await cluster.release(self._id):
+            if orphan.route is not None:
+                await sender.send(orphan.id, orphan.route)
         await cluster.heartbeat(info())  # alive before its first claim
         cancels = Listener(settings.database_url, {CANCEL_CHANNEL: jobs.cancel_running})
         await cancels.start()

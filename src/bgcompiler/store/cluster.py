@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import String, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bgcompiler.store.jobs import CANCELLED, FAILED, JOBS_CHANNEL, QUEUED, RUNNING, translated
@@ -184,6 +184,28 @@ class ClusterStore:
             return orphans
 
         return await self._write(take_back)
+
+    async def release(self, worker_id: str) -> list[Orphan]:
+        """A worker that starts under the name of one that died (a stable --worker-id) first
+        gives back what its previous life held: queued again, the reason written on it.
+        Its heartbeat would otherwise make those jobs look held by a live worker."""
+
+        def release(connection: Connection) -> list[Orphan]:
+            rows = connection.execute(
+                update(jobs)
+                .where(jobs.c.status == RUNNING, jobs.c.worker == worker_id)
+                .values(
+                    status=QUEUED,
+                    worker=None,
+                    runs_done=0,
+                    error=f"its worker {worker_id} restarted during attempt "
+                    + jobs.c.attempts.cast(String),
+                )
+                .returning(jobs.c.id, jobs.c.route)
+            ).all()
+            return [Orphan(row.id, row.route, True) for row in rows]
+
+        return await self._write(release)
 
     async def unsent(self, sent_before: float, limit: int) -> list[Orphan]:
         """Queued jobs last handed to the queue before `sent_before`: their message may be
