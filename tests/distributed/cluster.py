@@ -95,7 +95,8 @@ class Cluster:
     queue_url: str
     tmp: Path
     state_dir: Path
-    workers: dict[str, Worker] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)  # the live ones, by name
+    started: list[Worker] = field(default_factory=list)
 
     def start_worker(
         self, name: str, *, docker_host: str | None = None, extra: tuple[str, ...] = ()
@@ -120,6 +121,7 @@ class Cluster:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         worker = Worker(name, process, log_path, docker_host)
         self.workers[name] = worker
+        self.started.append(worker)
 
         def ready() -> bool:
             if process.poll() is not None:
