@@ -34,6 +34,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # How long one runtime command (kill, wait once the program ended, delete, list) may take.
 # A gVisor sandbox killing a fork bomb under CPU contention took seconds here.
 COMMAND_S = 30.0
+# How long a removal waits for a finished run's runc process to exit by itself.
+STOP_WAIT_S = 2.0
 # The runtime processes need no environment of ours.
 _ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -233,9 +235,39 @@ class RuntimeProcess:
             pass
         return False
 
+    async def remove_stopped(self, cgroups_path: str) -> bool:
+        """Removes a stopped runc container's state as `runc delete` would (its cgroups,
+        then its state directory), without a runc process: once the container has stopped
+        that is all there is, and a process less per run is what the machine's saturation
+        is made of. False when it cannot be done so (runsc; a container still up, or a
+        cgroup still busy): then `delete --force` it."""
+        if self.runtime.gvisor:
+            return False
+        try:
+            async with asyncio.timeout(STOP_WAIT_S):
+                await self._process.wait()
+        except TimeoutError:
+            return False
+        if not remove_cgroup(cgroups_path):
+            return False
+        shutil.rmtree(self.runtime.root / self.container_id, ignore_errors=True)
+        return True
+
     async def finish(self) -> None:
         """After the run: the runtime process has exited and the pipes are closed."""
         await self._process.wait()
         if self._waiter is not None:
             await asyncio.gather(self._waiter, return_exceptions=True)
         await self.stream.ended()
+
+
+def remove_cgroup(cgroups_path: str) -> bool:
+    """Removes one cgroup under every controller; False if one is still in use."""
+    for controller in CGROUP_ROOT.iterdir():
+        try:
+            (controller / cgroups_path.lstrip("/")).rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False  # a process still in it
+    return True

@@ -392,7 +392,10 @@ class OciSandbox:
         self, runtime: Runtime, container_id: str, started: RuntimeProcess | None
     ) -> None:
         """Deletes the container (killing what is left of it), its bundle and cgroups."""
-        for attempt in range(REMOVAL_TRIES):
+        fast = started is not None and await started.remove_stopped(
+            self._cgroups_path(container_id)
+        )
+        for attempt in range(0 if fast else REMOVAL_TRIES):
             with contextlib.suppress(OSError):
                 if await runtime.delete(container_id):
                     break

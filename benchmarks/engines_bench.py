@@ -1,0 +1,295 @@
+"""The two engines side by side: Docker and OCI (runc, runsc), with the floors below them.
+
+Run with `make bench` (or alone: `.venv/bin/python benchmarks/engines_bench.py`). It writes
+benchmarks/results/engines.md and engines.json. Every figure is measured in this run, in
+alternating blocks so that drift on this shared machine hits every case alike; every run
+is checked to have really run (its output read back), never just counted.
+
+For busybox `echo hi`, under runc and under runsc:
+- the bare floor: `runc run` (or `runsc run`) of a prepared bundle (busybox root, the
+  runtime's default spec, no service, no hardening beyond the runtime's defaults);
+- the Docker floor: a whole cold run straight through the Engine API (create, start, wait,
+  logs, remove), with no service;
+- our service with `--engine docker` and with `--engine oci` (POST /compile, count 1):
+  p50 latency at concurrency 1, and saturation (runs/s with 4 clients);
+- the OCI service's CPU time per run and its peak RSS with 2000 runs queued.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench import (  # noqa: E402  (the harness's own helpers)
+    Service,
+    percentile,
+    proc_cpu_s,
+    queue_2000,
+    throughput,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+IMAGE = "bgc/busybox:latest"
+LABELS = {"io.bg-compiler.bench": "engines"}
+
+
+class BareFloor:
+    """`runc run` / `runsc run` of a prepared bundle: the floor under every engine."""
+
+    def __init__(self, state: Path, runtime: str) -> None:
+        self.runtime = runtime
+        self.bundle = state / f"bare-{runtime}"
+        self.root = state / f"bare-root-{runtime}"
+
+    def prepare(self) -> None:
+        rootfs = self.bundle / "rootfs"
+        if self.bundle.exists():
+            shutil.rmtree(self.bundle)
+        rootfs.mkdir(parents=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        container = subprocess.run(
+            ["docker", "create", "--label", "io.bg-compiler.bench=engines", IMAGE, "none"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        try:
+            exported = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
+            subprocess.run(["tar", "-x", "-C", str(rootfs)], stdin=exported.stdout, check=True)
+            exported.wait()
+        finally:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+        subprocess.run(["runc", "spec", "--bundle", str(self.bundle)], check=True)
+        config_path = self.bundle / "config.json"
+        config = json.loads(config_path.read_text())
+        config["process"]["terminal"] = False
+        config["process"]["args"] = ["echo", "hi"]
+        config_path.write_text(json.dumps(config))
+
+    def command(self, container_id: str) -> list[str]:
+        flags = ["--network=none"] if self.runtime == "runsc" else []
+        return [self.runtime, "--root", str(self.root), *flags, "run", "--bundle"] + [
+            str(self.bundle),
+            container_id,
+        ]
+
+    async def run(self) -> float:
+        started = time.perf_counter()
+        process = await asyncio.create_subprocess_exec(
+            *self.command(f"bare-{uuid.uuid4().hex[:12]}"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0 or out != b"hi\n":
+            raise RuntimeError(f"a bare {self.runtime} run failed: {out!r} {err!r}")
+        return (time.perf_counter() - started) * 1000
+
+
+class DockerFloor:
+    """A whole cold container run straight through the Engine API, no service."""
+
+    def __init__(self, docker: aiodocker.Docker, runtime: str) -> None:
+        self.docker = docker
+        self.runtime = runtime
+
+    async def run(self) -> float:
+        host: dict[str, Any] = {"NetworkMode": "none"}
+        if self.runtime == "runsc":
+            host["Runtime"] = "runsc"
+        config = {
+            "Image": IMAGE,
+            "Cmd": ["echo", "hi"],
+            "NetworkDisabled": True,
+            "HostConfig": host,
+            "Labels": LABELS,
+        }
+        started = time.perf_counter()
+        container = await self.docker.containers.create(config)
+        try:
+            await container.start()
+            await container.wait()
+            logs = await container.log(stdout=True)
+        finally:
+            await container.delete(force=True)
+        if "".join(logs) != "hi\n":
+            raise RuntimeError(f"a Docker {self.runtime} run failed: {logs!r}")
+        return (time.perf_counter() - started) * 1000
+
+
+async def post_echo(session: aiohttp.ClientSession, url: str) -> float:
+    body = {"script": "echo hi", "image": IMAGE, "cmd": "sh", "count": 1}
+    started = time.perf_counter()
+    async with session.post(f"{url}/compile", json=body) as response:
+        results = await response.json()
+    if response.status != 200 or results[0]["status"] != "ok" or results[0]["stdout"] != "hi\n":
+        raise RuntimeError(f"a service run failed: {response.status} {results}")
+    return (time.perf_counter() - started) * 1000
+
+
+def service_for(engine: str, runtime: str, workers: int) -> Service:
+    extra = ["--engine", engine, "--workers", str(workers), "--backlog", "2000"]
+    extra += ["--max-count", "100"]
+    return Service(runtime, extra)
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    state = RESULTS / "state-engines"
+    state.mkdir(parents=True, exist_ok=True)
+    docker = aiodocker.Docker()
+    services: dict[tuple[str, str], Service] = {}
+    data: dict[str, Any] = {"latency": {}, "saturation": {}, "service": {}}
+    try:
+        floors: dict[str, dict[str, Callable[[], Awaitable[float]]]] = {}
+        for runtime in args.runtimes:
+            bare = BareFloor(state, runtime)
+            bare.prepare()
+            floors[runtime] = {"bare": bare.run, "docker floor": DockerFloor(docker, runtime).run}
+            for engine in ("docker", "oci"):
+                service = service_for(engine, runtime, args.workers)
+                await service.start(state)
+                services[(engine, runtime)] = service
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=600)
+        ) as session:
+
+            def cases(runtime: str) -> dict[str, Callable[[], Awaitable[float]]]:
+                calls = dict(floors[runtime])
+                for engine in ("docker", "oci"):
+                    url = services[(engine, runtime)].url
+                    calls[f"service {engine}"] = partial(post_echo, session, url)
+                return calls
+
+            for runtime in args.runtimes:  # warm up: page cache, unpacked roots, pools
+                for call in cases(runtime).values():
+                    for _ in range(3):
+                        await call()
+            cpu_before = proc_cpu_s(services[("oci", "runc")].pid)
+            oci_runs = 0
+            for _ in range(args.rounds):
+                for runtime in args.runtimes:
+                    for name, call in cases(runtime).items():
+                        samples = data["latency"].setdefault(f"{name}/{runtime}", [])
+                        for _ in range(args.block):
+                            samples.append(await call())
+                        oci_runs += args.block if name == "service oci" and runtime == "runc" else 0
+            for _ in range(args.rounds):
+                for runtime in args.runtimes:
+                    for name, call in cases(runtime).items():
+                        rates = data["saturation"].setdefault(f"{name}/{runtime}", [])
+                        rates.append(await throughput(call, args.clients, args.saturation_runs))
+                        if name == "service oci" and runtime == "runc":
+                            oci_runs += args.saturation_runs
+            used = proc_cpu_s(services[("oci", "runc")].pid) - cpu_before
+            data["service"]["oci_cpu_ms_per_run"] = used * 1000 / oci_runs
+            data["service"]["oci_runs"] = oci_runs
+        for service in services.values():
+            service.stop()
+        services.clear()
+        queued = Service("runc", ["--engine", "oci", "--workers", "2", "--backlog", "2000"])
+        await queued.start(state)
+        try:
+            data["service"]["oci_rss"] = await queue_2000(queued)
+        finally:
+            queued.stop()
+    finally:
+        for service in services.values():
+            service.stop()
+        await docker.close()
+    return data
+
+
+def summarise(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    summary: dict[str, Any] = {"p50_ms": {}, "p99_ms": {}, "runs_per_s": {}}
+    for key, samples in data["latency"].items():
+        summary["p50_ms"][key] = round(percentile(samples, 0.5), 1)
+        summary["p99_ms"][key] = round(percentile(samples, 0.99), 1)
+    for key, rates in data["saturation"].items():
+        summary["runs_per_s"][key] = round(max(rates), 1)
+    ratios: dict[str, float] = {}
+    for runtime in args.runtimes:
+        rate = summary["runs_per_s"]
+        ratios[f"saturation oci / docker floor ({runtime})"] = round(
+            rate[f"service oci/{runtime}"] / rate[f"docker floor/{runtime}"], 2
+        )
+        ratios[f"saturation oci / service docker ({runtime})"] = round(
+            rate[f"service oci/{runtime}"] / rate[f"service docker/{runtime}"], 2
+        )
+        p50 = summary["p50_ms"]
+        ratios[f"p50 oci / bare floor ({runtime})"] = round(
+            p50[f"service oci/{runtime}"] / p50[f"bare/{runtime}"], 2
+        )
+    summary["ratios"] = ratios
+    return summary
+
+
+def report(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        "# Engines: Docker and OCI side by side",
+        "",
+        f"busybox `echo hi`; {args.rounds} rounds of {args.block} sequential runs per case "
+        f"(alternating), saturation with {args.clients} clients sharing "
+        f"{args.saturation_runs} runs (best of {args.rounds}); services with --workers "
+        f"{args.workers} (the Docker engine with its default warm pool, the OCI engine has "
+        "none). Each run's output is checked.",
+        "",
+        "| case | p50 ms | p99 ms | runs/s |",
+        "|---|---|---|---|",
+    ]
+    for key in summary["p50_ms"]:
+        lines.append(
+            f"| {key} | {summary['p50_ms'][key]} | {summary['p99_ms'][key]} | "
+            f"{summary['runs_per_s'].get(key, '')} |"
+        )
+    lines += ["", "| ratio | measured |", "|---|---|"]
+    for name, value in summary["ratios"].items():
+        lines.append(f"| {name} | {value} x |")
+    service = data["service"]
+    rss = service["oci_rss"]
+    lines += [
+        "",
+        f"OCI service CPU per run (runc): {service['oci_cpu_ms_per_run']:.2f} ms "
+        f"over {service['oci_runs']} runs.",
+        f"OCI service peak RSS with {rss['waiting_runs']} runs queued: "
+        f"{rss['peak_rss_mb']:.0f} MB.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--block", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--saturation-runs", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--runtimes", nargs="+", default=["runc", "runsc"])
+    args = parser.parse_args()
+    data = asyncio.run(bench(args))
+    summary = summarise(data, args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "engines.json").write_text(json.dumps({"raw": data, "summary": summary}, indent=1))
+    text = report(data, summary, args)
+    (RESULTS / "engines.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
