@@ -77,6 +77,7 @@ clean:
 bench: setup redis
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/engines_bench.py $(ENGINES_BENCH_ARGS)
 	$(PY) benchmarks/jobs_bench.py $(JOBS_BENCH_ARGS)
 	$(PY) benchmarks/cluster_bench.py $(CLUSTER_BENCH_ARGS)
 

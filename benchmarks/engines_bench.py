@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,17 +36,20 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench import (  # noqa: E402  (the harness's own helpers)
+from benchmarks.bench import (
     Service,
     percentile,
     proc_cpu_s,
     queue_2000,
     throughput,
 )
+from bgcompiler.sandbox.measure import ensure_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 IMAGE = "bgc/busybox:latest"
+ENGINES = ("docker", "oci")
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bg-compiler")
 LABELS = {"io.bg-compiler.bench": "engines"}
 
 
@@ -84,10 +88,8 @@ class BareFloor:
 
     def command(self, container_id: str) -> list[str]:
         flags = ["--network=none"] if self.runtime == "runsc" else []
-        return [self.runtime, "--root", str(self.root), *flags, "run", "--bundle"] + [
-            str(self.bundle),
-            container_id,
-        ]
+        bundle = ["--bundle", str(self.bundle), container_id]
+        return [self.runtime, "--root", str(self.root), *flags, "run", *bundle]
 
     async def run(self) -> float:
         started = time.perf_counter()
@@ -103,6 +105,40 @@ class BareFloor:
         return (time.perf_counter() - started) * 1000
 
 
+class HardenedFloor(BareFloor):
+    """`runc run` of the very bundle the OCI engine writes (Docker's seccomp profile,
+    masked paths, mounts, limits, tini), with `echo hi` instead of the helper: what the
+    hardening itself costs over the bare floor, with no service and no helper."""
+
+    def prepare_from(self, image_id: str, cache_dir: Path, helper: str) -> None:
+        from bgcompiler.models import Limits, RunSpec
+        from bgcompiler.sandbox.oci.config import bundle_config
+        from bgcompiler.sandbox.oci.rootfs import image_key
+
+        self.bundle.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.bundle / "hostname").write_text("bench\n")
+        limits = Limits(
+            timeout_s=30, memory_mb=512, cpu_shares=1024, cpus=1.0, output_bytes=30720,
+            pids=64, disk_mb=64,
+        )  # fmt: skip
+        spec = RunSpec(
+            IMAGE, "echo hi", (), b"", limits, "runsc" if self.runtime == "runsc" else None
+        )
+        config = bundle_config(
+            spec,
+            rootfs=cache_dir / "oci-rootfs" / image_key(image_id) / "rootfs",
+            image_env=[],
+            helper=helper,
+            init=str(Path(shutil.which("docker-init") or "docker-init").resolve()),
+            hostname="bench",
+            hostname_file=self.bundle / "hostname",
+            cgroups_path="/bgc-bench/" + self.runtime,
+        )
+        config["process"]["args"] = ["/sbin/docker-init", "--", "echo", "hi"]
+        (self.bundle / "config.json").write_text(json.dumps(config))
+
+
 class DockerFloor:
     """A whole cold container run straight through the Engine API, no service."""
 
@@ -114,7 +150,7 @@ class DockerFloor:
         host: dict[str, Any] = {"NetworkMode": "none"}
         if self.runtime == "runsc":
             host["Runtime"] = "runsc"
-        config = {
+        config: dict[str, Any] = {
             "Image": IMAGE,
             "Cmd": ["echo", "hi"],
             "NetworkDisabled": True,
@@ -151,21 +187,28 @@ def service_for(engine: str, runtime: str, workers: int) -> Service:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    state = RESULTS / "state-engines"
+    state = RESULTS / "state" / "engines"
     state.mkdir(parents=True, exist_ok=True)
     docker = aiodocker.Docker()
     services: dict[tuple[str, str], Service] = {}
     data: dict[str, Any] = {"latency": {}, "saturation": {}, "service": {}}
+    latency_only: dict[str, Callable[[], Awaitable[float]]] = {}
     try:
         floors: dict[str, dict[str, Callable[[], Awaitable[float]]]] = {}
+        image_id = (await docker.images.inspect(IMAGE))["Id"]
+        helper = str(ensure_helper(None, CACHE_DIR))
         for runtime in args.runtimes:
             bare = BareFloor(state, runtime)
             bare.prepare()
             floors[runtime] = {"bare": bare.run, "docker floor": DockerFloor(docker, runtime).run}
             for engine in ("docker", "oci"):
                 service = service_for(engine, runtime, args.workers)
-                await service.start(state)
+                await service.start(state)  # the OCI one unpacks the image's root
                 services[(engine, runtime)] = service
+            hardened = HardenedFloor(state, f"{runtime}")
+            hardened.bundle = state / f"hardened-{runtime}"
+            hardened.prepare_from(image_id, CACHE_DIR, helper)
+            latency_only[f"hardened bare/{runtime}"] = hardened.run
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=600)
         ) as session:
@@ -181,25 +224,34 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 for call in cases(runtime).values():
                     for _ in range(3):
                         await call()
-            cpu_before = proc_cpu_s(services[("oci", "runc")].pid)
-            oci_runs = 0
+            for call in latency_only.values():
+                await call()
+            cpu_before = {engine: proc_cpu_s(services[(engine, "runc")].pid) for engine in ENGINES}
+            served = dict.fromkeys(ENGINES, 0)
             for _ in range(args.rounds):
                 for runtime in args.runtimes:
                     for name, call in cases(runtime).items():
                         samples = data["latency"].setdefault(f"{name}/{runtime}", [])
                         for _ in range(args.block):
                             samples.append(await call())
-                        oci_runs += args.block if name == "service oci" and runtime == "runc" else 0
+                        if name.startswith("service ") and runtime == "runc":
+                            served[name.removeprefix("service ")] += args.block
+                    for name, call in latency_only.items():
+                        if name.endswith(f"/{runtime}"):
+                            samples = data["latency"].setdefault(name, [])
+                            for _ in range(args.block):
+                                samples.append(await call())
             for _ in range(args.rounds):
                 for runtime in args.runtimes:
                     for name, call in cases(runtime).items():
                         rates = data["saturation"].setdefault(f"{name}/{runtime}", [])
                         rates.append(await throughput(call, args.clients, args.saturation_runs))
-                        if name == "service oci" and runtime == "runc":
-                            oci_runs += args.saturation_runs
-            used = proc_cpu_s(services[("oci", "runc")].pid) - cpu_before
-            data["service"]["oci_cpu_ms_per_run"] = used * 1000 / oci_runs
-            data["service"]["oci_runs"] = oci_runs
+                        if name.startswith("service ") and runtime == "runc":
+                            served[name.removeprefix("service ")] += args.saturation_runs
+            for engine in ENGINES:
+                used = proc_cpu_s(services[(engine, "runc")].pid) - cpu_before[engine]
+                data["service"][f"{engine}_cpu_ms_per_run"] = used * 1000 / served[engine]
+                data["service"][f"{engine}_runs"] = served[engine]
         for service in services.values():
             service.stop()
         services.clear()
@@ -213,6 +265,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for service in services.values():
             service.stop()
         await docker.close()
+        for controller in Path("/sys/fs/cgroup").iterdir():  # the hardened floor's parent
+            if (controller / "bgc-bench").is_dir():
+                (controller / "bgc-bench").rmdir()
     return data
 
 
@@ -265,11 +320,30 @@ def report(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
     rss = service["oci_rss"]
     lines += [
         "",
-        f"OCI service CPU per run (runc): {service['oci_cpu_ms_per_run']:.2f} ms "
-        f"over {service['oci_runs']} runs.",
+        f"Service CPU per run (runc): OCI {service['oci_cpu_ms_per_run']:.2f} ms over "
+        f"{service['oci_runs']} runs, Docker {service['docker_cpu_ms_per_run']:.2f} ms over "
+        f"{service['docker_runs']} runs (the service's own process; runtime processes not "
+        "counted).",
         f"OCI service peak RSS with {rss['waiting_runs']} runs queued: "
         f"{rss['peak_rss_mb']:.0f} MB.",
+        "",
+        "| target (issue 14) | measured | |",
+        "|---|---|---|",
     ]
+    ratios = summary["ratios"]
+    floor = "saturation oci / docker floor"
+    targets = [
+        ("saturation oci >= 3 x docker floor (runc)", ratios.get(f"{floor} (runc)"), 3.0, True),
+        ("saturation oci >= 2 x docker floor (runsc)", ratios.get(f"{floor} (runsc)"), 2.0, True),
+        ("p50 oci <= 1.5 x bare runc run", ratios.get("p50 oci / bare floor (runc)"), 1.5, False),
+        ("service CPU < 5 ms per run", round(service["oci_cpu_ms_per_run"], 2), 5.0, False),
+        ("RSS < 150 MB with 2000 queued", round(rss["peak_rss_mb"]), 150.0, False),
+    ]  # fmt: skip
+    for name, value, bound, at_least in targets:
+        if value is None:
+            continue
+        met = value >= bound if at_least else value <= bound
+        lines.append(f"| {name} | {value} | {'met' if met else 'missed'} |")
     return "\n".join(lines) + "\n"
 
 

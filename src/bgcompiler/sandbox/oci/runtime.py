@@ -19,12 +19,14 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from bgcompiler.errors import SandboxError, StartupError
+from bgcompiler.sandbox.oci.child import Child
 from bgcompiler.sandbox.oci.pipes import PipeStream
 
 log = structlog.get_logger(__name__)
@@ -73,23 +75,22 @@ class Runtime:
 
     async def call(self, *args: str, within_s: float | None = COMMAND_S) -> tuple[int, bytes]:
         """Runs one runtime command; its exit code and output (stderr folded in)."""
-        process = await asyncio.create_subprocess_exec(
-            *self.command(*args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        child = Child.spawn(
+            self.command(*args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env=_ENV,
         )
         try:
             async with asyncio.timeout(within_s):
-                output, _ = await process.communicate()
+                code = await child.wait()
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+            child.kill()
+            await asyncio.shield(child.wait())
+            child.output()
             raise
-        assert process.returncode is not None
-        return process.returncode, output
+        return code, child.output()
 
     async def containers(self) -> list[str]:
         """The ids of every container in this runtime's state root."""
@@ -131,7 +132,7 @@ class RuntimeProcess:
         runtime: Runtime,
         container_id: str,
         bundle: Path,
-        process: asyncio.subprocess.Process,
+        process: Child,
         stream: PipeStream,
     ) -> None:
         self.runtime = runtime
@@ -156,8 +157,8 @@ class RuntimeProcess:
         ours = [stdin_write, stdout_read, stderr_read]
         try:
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *runtime.command(
+                process = Child.spawn(
+                    runtime.command(
                         *mode, "--bundle", str(bundle), container_id, log_file=bundle / LOG_NAME
                     ),
                     stdin=stdin_read,
