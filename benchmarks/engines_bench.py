@@ -265,10 +265,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for service in services.values():
             service.stop()
         await docker.close()
-        for controller in Path("/sys/fs/cgroup").iterdir():  # the hardened floor's parent
-            if (controller / "bgc-bench").is_dir():
-                (controller / "bgc-bench").rmdir()
+        remove_bench_cgroups()
     return data
+
+
+def remove_bench_cgroups() -> None:
+    """The hardened floor's parent cgroup (its runs' own are gone with each run)."""
+    for controller in Path("/sys/fs/cgroup").iterdir():
+        if (controller / "bgc-bench").is_dir():
+            (controller / "bgc-bench").rmdir()
 
 
 def summarise(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
