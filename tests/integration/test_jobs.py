@@ -249,7 +249,10 @@ def test_a_thousand_one_run_jobs_from_twenty_clients(
     tmp_path: Path, store_flags: list[str]
 ) -> None:
     """1000 jobs from 20 concurrent clients: every one accepted (no 5xx), done, correct,
-    with exactly one run each."""
+    with exactly one run each. A thousand against SQLite, whose single writer is the one that
+    could serialise runs behind commits; a quarter of that against PostgreSQL, whose
+    writes go through the same writer task (the suite's time budget)."""
+    total = 1000 if "--data-dir" in store_flags else 250
     server = launch(tmp_path, *store_flags, "--backlog", "2000", "--workers", "2")
     try:
 
@@ -261,11 +264,11 @@ def test_a_thousand_one_run_jobs_from_twenty_clients(
             return response.status_code, response.json().get("id", "")
 
         with ThreadPoolExecutor(20) as pool:
-            submitted = list(pool.map(one, range(1000)))
-        assert Counter(code for code, _ in submitted) == {202: 1000}
+            submitted = list(pool.map(one, range(total)))
+        assert Counter(code for code, _ in submitted) == {202: total}
         with ThreadPoolExecutor(20) as pool:
             ended = list(pool.map(lambda pair: waited(server, pair[1]), submitted))
-        assert Counter(job["status"] for job in ended) == {"done": 1000}
+        assert Counter(job["status"] for job in ended) == {"done": total}
         for n, job in enumerate(ended):
             [run] = job["result"]["runs"]
             assert run["stdout"] == f"{n}\n"
