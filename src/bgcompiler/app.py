@@ -183,7 +183,7 @@ async def api_node(
     executor.attach(jobs)
     listener = Listener(
         settings.database_url,
-        {JOBS_CHANNEL: lambda job_id: store.announce((job_id,))},
+        {JOBS_CHANNEL: store.announced},
         connected=store.announce_all,
     )
     await listener.start()

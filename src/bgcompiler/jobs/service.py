@@ -146,7 +146,7 @@ class JobService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
-            change = self._store.change_of(job_id)  # taken before the read: none is missed
+            change = self._store.end_of(job_id)  # taken before the read: none is missed
             row = await self.get(job_id)
             if row.status in FINAL:
                 # It will never change again: nobody else can be waiting on this one.

@@ -19,7 +19,15 @@ from typing import TypeVar
 from sqlalchemy import String, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from bgcompiler.store.jobs import CANCELLED, FAILED, JOBS_CHANNEL, QUEUED, RUNNING, translated
+from bgcompiler.store.jobs import (
+    CANCELLED,
+    END_MARK,
+    FAILED,
+    JOBS_CHANNEL,
+    QUEUED,
+    RUNNING,
+    translated,
+)
 from bgcompiler.store.schema import events, jobs, workers
 
 T = TypeVar("T")
@@ -279,4 +287,4 @@ def _done_event(connection: Connection, job_id: str, attempt: int) -> None:
             job_id=job_id, id=int(last or 0) + 1, attempt=attempt, kind="done", data=b""
         )
     )
-    connection.execute(select(func.pg_notify(JOBS_CHANNEL, job_id)))
+    connection.execute(select(func.pg_notify(JOBS_CHANNEL, job_id + END_MARK)))

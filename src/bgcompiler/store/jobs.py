@@ -73,6 +73,8 @@ class _StoreDown(StoreUnavailable):
 QUEUED, RUNNING, DONE, CANCELLED, FAILED = "queued", "running", "done", "cancelled", "failed"
 # Distributed mode: the PostgreSQL channel on which a commit names the jobs it changed.
 JOBS_CHANNEL = "bgc_jobs"
+# Appended to a notification's job id when the commit ended the job.
+END_MARK = ":end"
 FINAL = (DONE, CANCELLED, FAILED)
 
 
@@ -121,6 +123,7 @@ class _Pending:
     jobs: tuple[str, ...]
     done: asyncio.Future[None] | None
     committed: Callable[[], None] | None = None  # brings the rows kept in memory up to date
+    ends: bool = False  # the write ends the job (its final state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,7 @@ class JobStore:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._changes: dict[str, asyncio.Event] = {}
+        self._ends: dict[str, asyncio.Event] = {}
         self._last_event: dict[str, int] = {}
         self._attempt: dict[str, int] = {}
         # The rows of the jobs this process runs, as last committed (their only writer is
@@ -326,7 +330,7 @@ class JobStore:
                 ended = replace(kept, status=status, finished_at=now, outcome=outcome, error=error)
                 self._keep_ended(ended)
 
-        self._enqueue(write, job_id, committed)
+        self._enqueue(write, job_id, committed, ends=True)
         self._attempt.pop(job_id, None)
         self._last_event.pop(job_id, None)  # an ended job gets no more events
 
@@ -507,10 +511,20 @@ class JobStore:
         """Set at the next commit that touches the job. Take it before reading, then wait."""
         return self._changes.setdefault(job_id, asyncio.Event())
 
+    def end_of(self, job_id: str) -> asyncio.Event:
+        """What a waiter for the job's end waits on. On a single node, every change of the
+        job (a woken waiter reads the row kept in memory); on an API node of distributed
+        mode, only its end, announced by the worker's notification (each wake costs a read
+        of the database). Take it before reading, then wait."""
+        if self._keeps_rows or not self._notifies:
+            return self.change_of(job_id)
+        return self._ends.setdefault(job_id, asyncio.Event())
+
     def forget_change(self, job_id: str, change: asyncio.Event) -> None:
         """Drops the change of a job that has ended (it would never be announced)."""
-        if self._changes.get(job_id) is change and not change.is_set():
-            del self._changes[job_id]
+        for waited in (self._changes, self._ends):
+            if waited.get(job_id) is change and not change.is_set():
+                del waited[job_id]
 
     async def get(self, job_id: str) -> JobRow | None:
         kept = self._rows.get(job_id) or self._ended.get(job_id)
@@ -609,9 +623,14 @@ class JobStore:
     # --- the writer ----------------------------------------------------------------------
 
     def _enqueue(
-        self, write: Write, job_id: str, committed: Callable[[], None] | None = None
+        self,
+        write: Write,
+        job_id: str,
+        committed: Callable[[], None] | None = None,
+        *,
+        ends: bool = False,
     ) -> None:
-        self._queue.put_nowait(_Pending(write, (job_id,), None, committed))
+        self._queue.put_nowait(_Pending(write, (job_id,), None, committed, ends))
 
     def _submit(
         self, write: Write, job_ids: tuple[str, ...], committed: Callable[[], None] | None = None
@@ -698,8 +717,10 @@ class JobStore:
     def _notify(self, connection: Connection, batch: list[_Pending]) -> None:
         """Tells the other nodes which jobs this commit touched (delivered at the commit)."""
         if self._notifies:
+            ended = {job for pending in batch if pending.ends for job in pending.jobs}
             for job_id in sorted({job for pending in batch for job in pending.jobs}):
-                connection.execute(select(func.pg_notify(JOBS_CHANNEL, job_id)))
+                payload = job_id + END_MARK if job_id in ended else job_id
+                connection.execute(select(func.pg_notify(JOBS_CHANNEL, payload)))
 
     def _lost(self, job_id: str) -> None:
         log.warning("the job was taken over by another attempt; this one stops", job=job_id)
@@ -707,13 +728,24 @@ class JobStore:
         if self._on_lost is not None:
             self._on_lost(job_id)
 
-    def announce(self, job_ids: Iterable[str]) -> None:
-        """Another node changed these jobs (distributed mode): wake whoever waits on them."""
-        self._announce(job_ids)
+    def announced(self, payload: str) -> None:
+        """Another node changed a job (distributed mode: the payload of its notification):
+        wake whoever follows it, and whoever waits for its end if it ended."""
+        job_id = payload.removesuffix(END_MARK)
+        self._announce((job_id,))
+        if payload.endswith(END_MARK):
+            self._announce_end(job_id)
 
     def announce_all(self) -> None:
         """Notifications may have been missed (the listener reconnected): wake every waiter."""
         self._announce(list(self._changes))
+        for job_id in list(self._ends):
+            self._announce_end(job_id)
+
+    def _announce_end(self, job_id: str) -> None:
+        end = self._ends.pop(job_id, None)
+        if end is not None:
+            end.set()
 
     def _announce(self, job_ids: Iterable[str]) -> None:
         for job_id in set(job_ids):
