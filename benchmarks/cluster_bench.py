@@ -129,14 +129,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "runc", [*flags, "--workers", str(args.workers), "--database-url", database.url]
         )
         api = Service("runc", [*flags, *shared])
-        await single.start(state)
         first = WorkerProcess("bench-1", [*shared, *worker_flags], state)
-        await first.ready()
-        await api.start(state)  # an API node answers GET / once a worker is alive
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=600)
         ) as session:
             try:
+                await single.start(state)
+                await first.ready()
+                await api.start(state)  # an API node answers GET / once a worker is alive
                 local = partial(through_jobs, session, single.url)
                 distributed = partial(through_jobs, session, api.url)
                 for _ in range(10):
