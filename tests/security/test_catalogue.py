@@ -52,11 +52,11 @@ def test_fork_bomb_is_capped(server: Server, request: pytest.FixtureRequest) -> 
     """A fork bomb hits the process cap (its forks fail with "can't fork"), never more than
     --pids processes exist, and the run ends at its timeout."""
     if server.engine == "oci":
-        # An open defect of the OCI engine (docs/security.md): its pids cgroup holds 64, yet
-        # one run counted 71 processes in /proc, and the shell often ends (runtime_error)
-        # before its timeout. Until it is found, this case is reported, not enforced, there.
+        # Open on the OCI engine (docs/security.md): its pids cgroup holds 64, yet one run
+        # counted 71 entries in /proc (likely the listing racing the bomb's churn). Until
+        # the count is made exact, this case is reported, not enforced, there.
         request.node.add_marker(
-            pytest.mark.xfail(reason="OCI engine: fork bomb over the cap once", strict=False)
+            pytest.mark.xfail(reason="OCI engine: fork bomb counted over the cap", strict=False)
         )
     result = server.run(
         # Waits (builtins only: at the cap, nothing else can fork) until a fork was refused.
