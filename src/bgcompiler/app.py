@@ -105,6 +105,30 @@ def oci_sandbox(settings: Settings, metrics: Metrics) -> OciSandbox:
     )
 
 
+def started_scheduler(box: Sandbox, settings: Settings, metrics: Metrics) -> Scheduler:
+    """A node's scheduler over its sandbox, its workers started."""
+    scheduler = Scheduler(
+        box,
+        workers=settings.workers,
+        backlog=settings.backlog,
+        pin_cpus=settings.pin_cpus,
+        metrics=metrics,
+    )
+    scheduler.start()
+    return scheduler
+
+
+def webhooks_of(store: JobStore, settings: Settings, metrics: Metrics) -> Webhooks:
+    """The callbacks of the jobs this node runs or takes, as the settings configure them."""
+    return Webhooks(
+        store,
+        secret=settings.webhook_secret,
+        retries=settings.webhook_retries,
+        allow_private=settings.webhook_allow_private,
+        metrics=metrics,
+    )
+
+
 def configured_sandbox(settings: Settings, metrics: Metrics) -> Sandbox:
     """The sandbox of the engine the settings name (--engine)."""
     make = oci_sandbox if settings.engine == "oci" else docker_sandbox
@@ -165,13 +189,7 @@ async def api_node(
         log.error("cannot start", reason=exc.message)
         raise StartupError(exc.message) from exc
     executor = ClusterExecutor(cluster)
-    webhooks = Webhooks(
-        store,
-        secret=settings.webhook_secret,
-        retries=settings.webhook_retries,
-        allow_private=settings.webhook_allow_private,
-        metrics=metrics,
-    )
+    webhooks = webhooks_of(store, settings, metrics)
     jobs = ClusterJobs(
         cluster,
         executor,
@@ -229,23 +247,10 @@ def create_app(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
                 engine.dispose()
                 log.error("cannot start", reason=exc.message)
                 raise
-            local = Scheduler(
-                box,
-                workers=settings.workers,
-                backlog=settings.backlog,
-                pin_cpus=settings.pin_cpus,
-                metrics=metrics,
-            )
-            local.start()
+            local = started_scheduler(box, settings, metrics)
             scheduler = local
             store = JobStore(engine)
-            webhooks = Webhooks(
-                store,
-                secret=settings.webhook_secret,
-                retries=settings.webhook_retries,
-                allow_private=settings.webhook_allow_private,
-                metrics=metrics,
-            )
+            webhooks = webhooks_of(store, settings, metrics)
             jobs = JobService(
                 store,
                 local,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -351,35 +352,50 @@ def keys_revoke(name: str, data_dir: str | None, database_url: str | None) -> No
     click.echo(f"key {name!r} revoked")
 
 
-@main.command("run")
-@click.argument(
+# The client commands' shared arguments and options (`run`, `compare`).
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+_FILES = click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option(
-    "--language", help="A name from the server's languages. [guessed from FILE's extension]"
-)
-@click.option(
+_STDIN = click.option(
     "--stdin", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Standard input."
 )
-@click.option(
+_TESTS = click.option(
     "--tests",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A directory of NAME.in / NAME.out pairs: each run is judged.",
 )
+_WARMUP = click.option(
+    "--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Runs not reported."
+)
+
+
+def _server_and_key(command: _Command) -> _Command:
+    """--server and --api-key (BGC_SERVER, BGC_API_KEY)."""
+    with_key = click.option(
+        "--api-key", envvar="BGC_API_KEY", help="An API key (env BGC_API_KEY)."
+    )(command)
+    return click.option(
+        "--server",
+        envvar="BGC_SERVER",
+        default="http://127.0.0.1:8080",
+        show_default=True,
+        help="The server's URL (env BGC_SERVER).",
+    )(with_key)
+
+
+@main.command("run")
+@_FILES
+@click.option(
+    "--language", help="A name from the server's languages. [guessed from FILE's extension]"
+)
+@_STDIN
+@_TESTS
 @click.option(
     "--count", type=click.IntRange(min=1), default=1, show_default=True, help="Runs of each test."
 )
-@click.option(
-    "--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Runs not reported."
-)
-@click.option(
-    "--server",
-    envvar="BGC_SERVER",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="The server's URL (env BGC_SERVER).",
-)
-@click.option("--api-key", envvar="BGC_API_KEY", help="An API key (env BGC_API_KEY).")
+@_WARMUP
+@_server_and_key
 @click.option("--json", "as_json", is_flag=True, help="Print the job document as JSON only.")
 def run_command(
     files: tuple[Path, ...],
@@ -405,37 +421,20 @@ def run_command(
 
 
 @main.command("compare")
-@click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@_FILES
 @click.option(
     "--language",
     "languages",
     multiple=True,
     help="Once for every file, or once per file in order. [guessed from each extension]",
 )
-@click.option(
-    "--stdin", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Standard input."
-)
-@click.option(
-    "--tests",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="A directory of NAME.in / NAME.out pairs: each run is judged.",
-)
+@_STDIN
+@_TESTS
 @click.option(
     "--count", type=click.IntRange(min=1), default=5, show_default=True, help="Runs of each test."
 )
-@click.option(
-    "--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Runs not reported."
-)
-@click.option(
-    "--server",
-    envvar="BGC_SERVER",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="The server's URL (env BGC_SERVER).",
-)
-@click.option("--api-key", envvar="BGC_API_KEY", help="An API key (env BGC_API_KEY).")
+@_WARMUP
+@_server_and_key
 @click.option("--json", "as_json", is_flag=True, help="Print the entries and jobs as JSON only.")
 @click.option(
     "--plot",

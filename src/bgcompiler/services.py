@@ -12,6 +12,18 @@ from bgcompiler.sandbox.base import Sandbox
 from bgcompiler.settings import Settings
 
 
+async def present_images(sandbox: Sandbox, languages: dict[str, Language]) -> tuple[str, ...]:
+    """The registry's images the sandbox's engine has, sorted, each once."""
+    present = set()
+    for language in languages.values():
+        try:
+            await sandbox.check_image(language.image)
+        except ImageNotFound:
+            continue
+        present.add(language.image)
+    return tuple(sorted(present))
+
+
 def limits_from(settings: Settings) -> Limits:
     """The limits every run gets unless a request asks for less."""
     return Limits(

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from bgcompiler.api.routes import services
 from bgcompiler.cluster.api_node import Cluster
-from bgcompiler.errors import ImageNotFound
+from bgcompiler.services import present_images
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
 
@@ -57,20 +57,14 @@ async def workers(request: Request) -> list[dict[str, Any]]:
             for worker in cluster.workers
         ]
     svc = services(request)
-    images = []
-    for language in svc.languages.values():
-        try:
-            await svc.sandbox.check_image(language.image)
-            images.append(language.image)
-        except ImageNotFound:
-            pass
+    images = await present_images(svc.sandbox, svc.languages)
     now = datetime.now(UTC).timestamp()
     return [
         {
             "id": "local",
             "host": socket.gethostname(),
             "runtimes": [svc.runtime],
-            "images": sorted(set(images)),
+            "images": list(images),
             "capacity": svc.scheduler.workers,
             "busy": svc.scheduler.busy_workers,
             "pool": svc.sandbox.status(),

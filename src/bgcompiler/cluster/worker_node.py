@@ -27,13 +27,12 @@ import structlog
 from bgcompiler.cluster.notify import CANCEL_CHANNEL, Listener
 from bgcompiler.cluster.queue import Delivery, JobQueue, JobReader, route
 from bgcompiler.core.plan import Plan
-from bgcompiler.errors import BgcError, ImageNotFound, ShuttingDown, StartupError
+from bgcompiler.errors import BgcError, ShuttingDown, StartupError
 from bgcompiler.jobs.service import JobService
-from bgcompiler.jobs.webhooks import Webhooks
 from bgcompiler.languages import load_languages
 from bgcompiler.metrics import Metrics
 from bgcompiler.sandbox.base import Sandbox
-from bgcompiler.scheduler import Scheduler
+from bgcompiler.services import present_images
 from bgcompiler.settings import Settings
 from bgcompiler.store.cluster import ClusterStore, WorkerInfo
 from bgcompiler.store.database import database_url, open_database
@@ -65,7 +64,12 @@ class WorkerNode:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set, then shuts down gracefully."""
-        from bgcompiler.app import configured_sandbox, job_callbacks  # the app's own parts
+        from bgcompiler.app import (  # the app's own parts
+            configured_sandbox,
+            job_callbacks,
+            started_scheduler,
+            webhooks_of,
+        )
 
         settings = self._settings
         assert settings.queue_url is not None
@@ -80,14 +84,7 @@ class WorkerNode:
         except StartupError:
             engine.dispose()
             raise
-        scheduler = Scheduler(
-            box,
-            workers=settings.workers,
-            backlog=settings.backlog,
-            pin_cpus=settings.pin_cpus,
-            metrics=metrics,
-        )
-        scheduler.start()
+        scheduler = started_scheduler(box, settings, metrics)
         jobs_holder: list[JobService] = []
         store = JobStore(
             engine,
@@ -96,13 +93,7 @@ class WorkerNode:
             on_lost=lambda job_id: jobs_holder[0].abandon(job_id),
         )
         cluster = ClusterStore(engine)
-        webhooks = Webhooks(
-            store,
-            secret=settings.webhook_secret,
-            retries=settings.webhook_retries,
-            allow_private=settings.webhook_allow_private,
-            metrics=metrics,
-        )
+        webhooks = webhooks_of(store, settings, metrics)
         jobs = JobService(
             store,
             scheduler,
@@ -113,12 +104,7 @@ class WorkerNode:
         )
         jobs_holder.append(jobs)
         await jobs.open()
-        images = []
-        for language in languages.values():
-            with contextlib.suppress(ImageNotFound):
-                await box.check_image(language.image)
-                images.append(language.image)
-        self._images = tuple(sorted(set(images)))
+        self._images = await present_images(box, languages)
         if not self._images:
             raise StartupError("the engine has none of the languages' images: nothing to run")
         routes = sorted({route(self._runtime, image) for image in self._images})
