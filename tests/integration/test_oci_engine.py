@@ -7,6 +7,7 @@ inside on each engine, every language and API through it, and nothing left behin
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import subprocess
@@ -20,8 +21,10 @@ from bgcompiler.metrics import Metrics
 from bgcompiler.models import RunSpec
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.hardening import container_config
-from bgcompiler.sandbox.measure import ensure_helper
+from bgcompiler.sandbox.measure import HELPER_IN_CONTAINER, ensure_helper
 from bgcompiler.sandbox.oci.config import bundle_config
+from bgcompiler.sandbox.oci.runtime import Runtime
+from bgcompiler.sandbox.oci.seccomp_filter import installed_filter, runc_filter
 from bgcompiler.services import limits_from
 from bgcompiler.settings import Settings
 from tests.conftest import (
@@ -69,7 +72,9 @@ async def test_the_bundle_is_what_dockerd_gives_the_runtime(tmp_path: Path, runt
     """For the same run, our config.json is the one dockerd writes for the Docker path's
     container, field by field: only the root's path, the cgroup, the hostname file and the
     init's path (a link resolved) are ours, and dockerd's empty hooks and unset block-I/O
-    weight are absent."""
+    weight are absent. Under runc the seccomp profile is replaced by the helper installing
+    the filter runc made of it once: byte for byte the filter the kernel holds for the
+    Docker path's container."""
     config = settings(tmp_path, runtime)
     spec = RunSpec(BUSYBOX, "true", (), b"", limits_from(config), config.runtime_name)
     helper = str(ensure_helper(None, Path(config.cache_dir)))
@@ -82,6 +87,9 @@ async def test_the_bundle_is_what_dockerd_gives_the_runtime(tmp_path: Path, runt
         (path,) = glob.glob(f"{DOCKERD_BUNDLES}/{container}/config.json")
         with open(path) as bundle:  # noqa: ASYNC230  (one small local file)
             dockerd: dict[str, Any] = json.load(bundle)
+        if runtime == "runc":
+            pid = (await engine.inspect(container))["State"]["Pid"]
+            dockerd_filter = await asyncio.to_thread(installed_filter, pid)
     finally:
         await engine.remove(container)
         await engine.close()
@@ -95,7 +103,19 @@ async def test_the_bundle_is_what_dockerd_gives_the_runtime(tmp_path: Path, runt
         hostname=dockerd["hostname"],
         hostname_file=Path(hostname_file["source"]),
         cgroups_path=dockerd["linux"]["cgroupsPath"],
+        seccomp_filter=None if runtime == "runsc" else dockerd_filter,
     )
+    if runtime == "runc":
+        runc = Runtime.find("runc", tmp_path / "runc-state")
+        made = await runc_filter(
+            runc, helper, tmp_path / "bundle", "bgc-test-seccomp", "/bgc-test/seccomp"
+        )
+        assert made == dockerd_filter
+        assert len(made) > 8 * 500  # Docker's profile: hundreds of instructions
+        loader = ours["process"]["args"][:4]
+        assert loader == [HELPER_IN_CONTAINER, "--seccomp", made.hex(), "--"]
+        del ours["process"]["args"][:4]
+        ours["linux"]["seccomp"] = dockerd["linux"]["seccomp"]
     assert dockerd.pop("hooks", {}) == {}
     assert dockerd["linux"]["resources"].pop("blockIO", {}) == {"weight": 0}
     assert ours == dockerd

@@ -18,7 +18,9 @@ LIMITS = Limits(
 )
 
 
-def config(runtime: str | None = None, cpuset: str | None = None) -> dict[str, Any]:
+def config(
+    runtime: str | None = None, cpuset: str | None = None, seccomp_filter: bytes | None = None
+) -> dict[str, Any]:
     spec = RunSpec("img", "python3 main.py", (), b"", LIMITS, runtime, cpuset=cpuset)
     return bundle_config(
         spec,
@@ -29,6 +31,7 @@ def config(runtime: str | None = None, cpuset: str | None = None) -> dict[str, A
         hostname="0123456789ab",
         hostname_file=Path("/state/run/hostname"),
         cgroups_path="/bgc-oci/inst/run",
+        seccomp_filter=seccomp_filter,
     )
 
 
@@ -81,6 +84,24 @@ def test_seccomp_is_dockers_default_profile() -> None:
     # clone only without namespace flags (a masked comparison of its first argument)
     clone = [rule for rule in seccomp["syscalls"] if rule["names"] == ["clone"]]
     assert [arg["op"] for rule in clone for arg in rule["args"]] == ["SCMP_CMP_MASKED_EQ"]
+
+
+def test_a_compiled_filter_is_installed_by_the_helper_before_the_init() -> None:
+    """Given runc's filter, the container's first process is the helper installing it, then
+    the init with the same command; the runtime is given no profile to compile again."""
+    program = bytes(range(16))
+    plain, filtered = config(), config(seccomp_filter=program)
+    assert filtered["process"]["args"] == [
+        "/.bgc-run",
+        "--seccomp",
+        program.hex(),
+        "--",
+        *plain["process"]["args"],
+    ]
+    assert "seccomp" not in filtered["linux"]
+    assert filtered["process"]["noNewPrivileges"] is True
+    del plain["linux"]["seccomp"], plain["process"]["args"], filtered["process"]["args"]
+    assert filtered == plain
 
 
 def test_proc_and_sys_are_masked_and_read_only_as_docker_does() -> None:

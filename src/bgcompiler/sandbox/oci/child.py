@@ -47,6 +47,12 @@ class Child:
     def pid(self) -> int:
         return self._popen.pid
 
+    def poll(self) -> int | None:
+        """Its exit status if it has exited (then reaped), else None; never blocks."""
+        if self.returncode is None:
+            self.returncode = self._popen.poll()
+        return self.returncode
+
     async def wait(self) -> int:
         """Its exit status (negative: the signal that killed it), once it has exited."""
         if self.returncode is not None:

@@ -111,6 +111,7 @@ def bundle_config(
     hostname: str,
     hostname_file: Path,
     cgroups_path: str,
+    seccomp_filter: bytes | None = None,
     live: bool = False,
 ) -> dict[str, Any]:
     """The config.json of one run of `spec` (see the module's docstring).
@@ -118,6 +119,9 @@ def bundle_config(
     `rootfs`: the image's unpacked root, mounted read-only. `helper` and `init`: host paths
     of the bgc-run helper and of dockerd's init, both mounted read-only. `hostname_file`:
     this run's /etc/hostname. `cgroups_path`: the run's own cgroup (under each controller).
+    `seccomp_filter`: Docker's profile as runc compiles it (seccomp_filter.py), installed
+    by the helper in front of the init instead of by the runtime; None: the runtime
+    installs the profile itself (runsc, which applies it in its own kernel).
     """
     limits = spec.limits
     memory = limits.memory_mb * 1024 * 1024
@@ -129,11 +133,17 @@ def bundle_config(
     if spec.cpuset is not None:
         cpu["cpus"] = spec.cpuset
     command = bootstrap_command(round(limits.timeout_s * 1000), artifacts=spec.artifacts, live=live)
+    args = [INIT_IN_CONTAINER, "--", *command]
+    seccomp: dict[str, Any] = {}
+    if seccomp_filter is None:
+        seccomp["seccomp"] = docker_seccomp_profile()
+    else:
+        args = [HELPER_IN_CONTAINER, "--seccomp", seccomp_filter.hex(), "--", *args]
     return {
         "ociVersion": OCI_VERSION,
         "process": {
             "user": {"uid": SANDBOX_UID, "gid": SANDBOX_UID, "additionalGids": [SANDBOX_UID]},
-            "args": [INIT_IN_CONTAINER, "--", *command],
+            "args": args,
             "env": run_env(image_env, hostname),
             "cwd": WORKDIR,
             "capabilities": {},
@@ -209,6 +219,6 @@ def bundle_config(
             "namespaces": [{"type": kind} for kind in ("mount", "network", "uts", "pid", "ipc")],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
-            "seccomp": docker_seccomp_profile(),
+            **seccomp,
         },
     }

@@ -190,17 +190,7 @@ class RuntimeProcess:
 
     def error(self) -> str | None:
         """What the runtime logged as an error, if it did."""
-        try:
-            lines = (self.bundle / LOG_NAME).read_text(errors="replace").splitlines()
-        except OSError:
-            return None
-        errors = []
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
-                    errors.append(str(entry.get("msg", "")))
-        return "; ".join(errors) or None
+        return logged_error(self.bundle)
 
     async def exit_code(self) -> int | None:
         """The container's exit code once it has stopped (None: a gVisor sandbox killed
@@ -260,6 +250,21 @@ class RuntimeProcess:
         if self._waiter is not None:
             await asyncio.gather(self._waiter, return_exceptions=True)
         await self.stream.ended()
+
+
+def logged_error(bundle: Path) -> str | None:
+    """What a runtime run in `bundle` logged as an error (its log file), if it did."""
+    try:
+        lines = (bundle / LOG_NAME).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+                errors.append(str(entry.get("msg", "")))
+    return "; ".join(errors) or None
 
 
 def remove_cgroup(cgroups_path: str) -> bool:

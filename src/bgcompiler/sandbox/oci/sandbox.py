@@ -36,6 +36,7 @@ from bgcompiler.sandbox.measure import new_nonce
 from bgcompiler.sandbox.oci.config import bundle_config
 from bgcompiler.sandbox.oci.rootfs import RootfsCache
 from bgcompiler.sandbox.oci.runtime import CGROUP_ROOT, Runtime, RuntimeProcess
+from bgcompiler.sandbox.oci.seccomp_filter import runc_filter
 from bgcompiler.sandbox.outcome import Ending, EngineState, build_result
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
 from bgcompiler.sandbox.payload import build_payload
@@ -94,6 +95,7 @@ class OciSandbox:
         self._artifact_bytes = artifact_bytes
         self._metrics = metrics
         self._init = ""
+        self._seccomp_filter: bytes | None = None
         self._runtimes: dict[str | None, Runtime] = {}
         self._images: dict[str, tuple[str, list[str], float]] = {}
         self._removals: set[asyncio.Task[None]] = set()
@@ -115,6 +117,7 @@ class OciSandbox:
             self._runs.mkdir(parents=True, exist_ok=True)
             await self._engine.negotiate()
             await self.remove_orphans()
+            self._seccomp_filter = await self._runc_filter()
             await self._prove_runtime(self._check_runtime)
         except EngineUnavailable as exc:
             await self._abandon()
@@ -184,6 +187,17 @@ class OciSandbox:
         if removed:
             log.info("removed leftover containers", count=removed, instances=sorted(dead))
         return removed
+
+    async def _runc_filter(self) -> bytes:
+        """Docker's profile as runc compiles it, taken once (seccomp_filter.py)."""
+        container_id = f"{CONTAINER_PREFIX}{self._lease.instance_id}-seccomp"
+        return await runc_filter(
+            self._runtimes[None],
+            self._helper,
+            self._runs / container_id,
+            container_id,
+            self._cgroups_path(container_id),
+        )
 
     async def _prove_runtime(self, runtime: str | None) -> None:
         spec = RunSpec(
@@ -286,6 +300,7 @@ class OciSandbox:
             hostname=hostname,
             hostname_file=bundle / "hostname",
             cgroups_path=self._cgroups_path(container_id),
+            seccomp_filter=None if runtime.gvisor else self._seccomp_filter,
             live=live,
         )
         (bundle / "config.json").write_text(json.dumps(config, separators=(",", ":")))
