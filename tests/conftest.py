@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from bgcompiler.sandbox.oci.volatile import volatile_dir
+
 T = TypeVar("T")
 BUSYBOX = "bgc/busybox:latest"
 PYTHON = "bgc/python:3"
@@ -48,16 +50,17 @@ def oci_leftovers(state_dir: Path, instance: str, *, alive: bool = False) -> lis
     """What the oci engine of one instance has on the host: its containers in the runtimes'
     state, its run bundles, its cgroups, and its runtime processes."""
     assert instance, "count what one instance has, never everything"
+    volatile = volatile_dir(state_dir)
     found = [
         str(entry)
         for runtime in ("runc", "runsc")
-        if (state_dir / "oci" / runtime).is_dir()
-        for entry in (state_dir / "oci" / runtime).iterdir()
+        if (volatile / runtime).is_dir()
+        for entry in (volatile / runtime).iterdir()
         if instance in entry.name
     ]
-    runs = state_dir / "oci" / "runs" / instance
-    if runs.is_dir():
-        found += [str(entry) for entry in runs.iterdir()]
+    for runs in (volatile / "runs" / instance, state_dir / "oci" / "hostnames" / instance):
+        if runs.is_dir():
+            found += [str(entry) for entry in runs.iterdir()]
     for controller in Path("/sys/fs/cgroup").iterdir():
         base = controller / "bgc-oci" / instance
         if base.is_dir():  # the instance's own stays while it lives; its runs' never

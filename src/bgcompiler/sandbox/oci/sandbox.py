@@ -7,9 +7,11 @@ has the Docker path's isolation (config.py), the same helper, archive and nonce 
 whose output is read and judged by the same code (collect.py, capture.py, outcome.py).
 
 What is ours on the host, all named after this instance's id so that it can be counted and
-reaped (ownership.py's lease): the runtimes' state under `<state_dir>/oci/<runtime>`
-(container ids `bgc-<instance>-<hostname>`), the bundles under `<state_dir>/oci/runs/<instance>`,
-and the cgroups `/bgc-oci/<instance>/<container>` under each controller.
+reaped (ownership.py's lease): the runtimes' state under `<runtime>/` (container ids
+`bgc-<instance>-<hostname>`) and the bundles under `runs/<instance>/`, both in a tmpfs
+directory of the state directory's own (volatile.py); the runs' hostname files under
+`<state_dir>/oci/hostnames/<instance>/`; the cgroups `/bgc-oci/<instance>/<container>` under
+each controller.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from bgcompiler.sandbox.oci.config import bundle_config
 from bgcompiler.sandbox.oci.rootfs import RootfsCache
 from bgcompiler.sandbox.oci.runtime import CGROUP_ROOT, Runtime, RuntimeProcess
 from bgcompiler.sandbox.oci.seccomp_filter import runc_filter
+from bgcompiler.sandbox.oci.volatile import make_volatile_dir, remove_if_empty, volatile_dir
 from bgcompiler.sandbox.outcome import Ending, EngineState, build_result
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
 from bgcompiler.sandbox.payload import build_payload
@@ -85,8 +88,12 @@ class OciSandbox:
     ) -> None:
         self._engine = engine
         self._lease = lease
-        self._state = state_dir / "oci"
+        self._state = volatile_dir(state_dir)
         self._runs = self._state / "runs" / lease.instance_id
+        # Each run's /etc/hostname, bind-mounted: on the state directory's filesystem, not
+        # the tmpfs, because a program sees the filesystem of its mounts (as under dockerd,
+        # whose hostname files are on its disk), and the tmpfs's would show its size.
+        self._hostname_files = state_dir / "oci" / "hostnames"
         self._rootfs = RootfsCache(engine, cache_dir / "oci-rootfs", lease.labels)
         self._check_runtime = check_runtime
         self._check_image = check_image
@@ -107,6 +114,8 @@ class OciSandbox:
         log.info("starting", instance=self._lease.instance_id, engine="oci")
         try:
             self._init = _find_init()
+            make_volatile_dir(self._state)
+            (self._hostname_files / self._lease.instance_id).mkdir(parents=True, exist_ok=True)
             self._runtimes[None] = Runtime.find("runc", self._state / "runc")
             if self._check_runtime:
                 self._runtimes[self._check_runtime] = Runtime.find(
@@ -136,6 +145,7 @@ class OciSandbox:
         await self._remove_own()
         await self._engine.close()
         self._lease.release()
+        remove_if_empty(self._state)
 
     async def close(self) -> None:
         """Waits for pending removals, then removes anything of this instance still there."""
@@ -144,6 +154,7 @@ class OciSandbox:
         await self._remove_own()
         await self._engine.close()
         self._lease.release()
+        remove_if_empty(self._state)
 
     async def _remove_own(self) -> None:
         instance = self._lease.instance_id
@@ -153,6 +164,7 @@ class OciSandbox:
                     if container_owner(container_id) == instance:
                         await runtime.delete(container_id)
         shutil.rmtree(self._runs, ignore_errors=True)
+        shutil.rmtree(self._hostname_files / instance, ignore_errors=True)
         _remove_cgroups(instance)
         with contextlib.suppress(BgcError):  # an image export cut short
             for container in await self._engine.list_containers(self._lease.labels):
@@ -170,11 +182,11 @@ class OciSandbox:
                     await runtime.delete(container_id)
                     dead.add(owner)
                     removed += 1
-        runs = self._state / "runs"
-        for entry in runs.iterdir() if runs.is_dir() else ():
-            if entry.name.isalnum() and self._lease.is_dead(entry.name):
-                shutil.rmtree(entry, ignore_errors=True)
-                dead.add(entry.name)
+        for per_instance in (self._state / "runs", self._hostname_files):
+            for entry in per_instance.iterdir() if per_instance.is_dir() else ():
+                if entry.name.isalnum() and self._lease.is_dead(entry.name):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    dead.add(entry.name)
         for container in await self._engine.list_containers(self._lease.host_labels):
             owner = container.get("Labels", {}).get(LABEL_INSTANCE, "")
             if owner.isalnum() and self._lease.is_dead(owner):
@@ -290,7 +302,8 @@ class OciSandbox:
         rootfs = await self._rootfs.rootfs(image_id)
         bundle = self._runs / container_id
         bundle.mkdir()
-        (bundle / "hostname").write_text(hostname + "\n")
+        hostname_file = self._hostname_files / self._lease.instance_id / container_id
+        hostname_file.write_text(hostname + "\n")
         config = bundle_config(
             spec,
             rootfs=rootfs,
@@ -298,7 +311,7 @@ class OciSandbox:
             helper=self._helper,
             init=self._init,
             hostname=hostname,
-            hostname_file=bundle / "hostname",
+            hostname_file=hostname_file,
             cgroups_path=self._cgroups_path(container_id),
             seccomp_filter=None if runtime.gvisor else self._seccomp_filter,
             live=live,
@@ -420,6 +433,7 @@ class OciSandbox:
                 async with asyncio.timeout(FINISH_WAIT_S):
                     await started.finish()
         shutil.rmtree(self._runs / container_id, ignore_errors=True)
+        (self._hostname_files / self._lease.instance_id / container_id).unlink(missing_ok=True)
 
 
 def _find_init() -> str:
