@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -269,11 +270,21 @@ def logged_error(bundle: Path) -> str | None:
 
 def remove_cgroup(cgroups_path: str) -> bool:
     """Removes one cgroup under every controller; False if one is still in use."""
-    for controller in CGROUP_ROOT.iterdir():
+    for controller in _controllers():
         try:
-            (controller / cgroups_path.lstrip("/")).rmdir()
+            os.rmdir(controller + cgroups_path)
         except FileNotFoundError:
             continue
         except OSError:
             return False  # a process still in it
     return True
+
+
+@functools.cache
+def _controllers() -> tuple[str, ...]:
+    """Each mounted controller hierarchy once (cpu and cpuacct are links to one), as a
+    path prefix: removing a run's cgroup is on every run's path."""
+    if not CGROUP_ROOT.is_dir():
+        return ()
+    found = {os.path.realpath(entry) for entry in CGROUP_ROOT.iterdir() if entry.is_dir()}
+    return tuple(sorted(found))
