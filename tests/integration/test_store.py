@@ -3,6 +3,7 @@ crash, event ids across attempts, pages, and retention."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -165,3 +166,92 @@ async def test_a_refused_write_in_a_batch_fails_alone_and_is_logged_once(store: 
         errors = store._commit(batch)
     assert [error is None for error in errors] == [True, False, True]
     assert [entry["event"] for entry in logs] == ["the job store refused"]
+
+
+@pytest.fixture
+async def postgres_store_url(postgres_url: str) -> str:
+    """An empty schema of its own in the session's server; its connections are named, so
+    that a test can end them."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"t{uuid.uuid4().hex[:12]}"
+    admin = create_engine(database_url(postgres_url, ""))
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
+    return database_url(
+        f"{postgres_url}?options=-csearch_path%3D{schema}&application_name={schema}", ""
+    )
+
+
+async def test_a_pooled_connection_the_server_ended_is_replaced_before_use(
+    postgres_store_url: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL ends every connection of the store (as a restart does) while they sit in
+    the pool: the next read and the next write still succeed, each on a new connection."""
+    store = JobStore(await open_database(postgres_store_url, str(tmp_path)))
+    store.start()
+    try:
+        await new_job(store)
+        assert await store.count_queued_runs() == 2  # both the writer's and a reader's
+        name = postgres_store_url.rsplit("application_name=", 1)[1]
+        await asyncio.to_thread(_end_connections, database_url(postgres_url, ""), name)
+        assert await store.count_queued_runs() == 2
+        await new_job(store)
+        assert await store.count_queued_runs() == 4
+    finally:
+        await store.close()
+
+
+def _end_connections(url: str, name: str) -> None:
+    """Ends the server's connections named `name`; returns once they are gone."""
+    from sqlalchemy import create_engine, text
+
+    # Autocommit: pg_stat_activity is read once per transaction.
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            ended = connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": name},
+            ).all()
+            assert ended, "the store had no connection open"
+            count = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name")
+            deadline = time.monotonic() + 10
+            while connection.execute(count, {"name": name}).scalar():
+                assert time.monotonic() < deadline, "the connections did not end"
+                time.sleep(0.05)
+    finally:
+        admin.dispose()
+
+
+async def test_the_end_of_a_job_is_two_statements_on_postgresql(
+    postgres_store_url: str, tmp_path: Path
+) -> None:
+    """A job's last run and its end (the commit a waiter waits for) are written in two
+    statements on PostgreSQL (each event with its change of the job), a round trip each;
+    what they write is what four statements wrote."""
+    from sqlalchemy import event
+
+    engine = await open_database(postgres_store_url, str(tmp_path))
+    store = JobStore(engine)
+    store.start()
+    try:
+        job_id = await new_job(store)
+        store.started(job_id)
+        await store.flush()
+        statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        store.event(job_id, "run", b'{"index": 0}', counts_run=True)
+        store.finished(job_id, DONE, outcome=b"{}")
+        await store.flush()
+        assert len(statements) == 2, statements
+        row = await store.page(status=DONE, limit=1, cursor=None)
+        assert [(job.id, job.runs_done, job.outcome) for job in row[0]] == [(job_id, 1, b"{}")]
+        kinds = [stored.kind for stored in await store.events_after(job_id, 0)]
+        assert kinds == ["run", "done"]
+    finally:
+        await store.close()

@@ -19,6 +19,7 @@ from typing import TypeVar
 from sqlalchemy import String, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from bgcompiler.store.database import for_reads
 from bgcompiler.store.jobs import (
     CANCELLED,
     END_MARK,
@@ -64,6 +65,7 @@ class Orphan:
 class ClusterStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reads = for_reads(engine)
 
     # --- workers -------------------------------------------------------------------------
 
@@ -273,7 +275,7 @@ class ClusterStore:
 
     async def _read(self, work: Callable[[Connection], T]) -> T:
         def run() -> T:
-            with translated(), self._engine.connect() as connection:
+            with translated(), self._reads.connect() as connection:
                 return work(connection)
 
         return await asyncio.to_thread(run)

@@ -29,6 +29,7 @@ import structlog
 from sqlalchemy import (
     ColumnElement,
     LargeBinary,
+    Select,
     and_,
     delete,
     exists,
@@ -49,6 +50,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bgcompiler.errors import InvalidRequest, StoreUnavailable
+from bgcompiler.store.database import for_reads
 from bgcompiler.store.schema import deliveries, events, jobs, workers
 
 log = structlog.get_logger(__name__)
@@ -150,6 +152,7 @@ class JobStore:
         on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._reads = for_reads(engine)
         self._keeps_rows = keeps_rows
         self._notifies = notifies
         self._on_lost = on_lost
@@ -233,9 +236,14 @@ class JobStore:
         def write(connection: Connection) -> None:
             connection.execute(insert(jobs).values(**_fields(row)))
 
+        if not self._keeps_rows:
+            # Distributed mode: the job's later writes are its worker's, and nobody waits on
+            # a job before its 202: its insert is a statement of its own (one round trip,
+            # where a transaction with a notification takes four).
+            return row, asyncio.ensure_future(self._statement(write))
+
         def committed() -> None:
-            if self._keeps_rows:
-                self._rows[job_id] = row
+            self._rows[job_id] = row
 
         return row, self._submit(write, (job_id,), committed)
 
@@ -275,15 +283,9 @@ class JobStore:
         lost: list[bool] = []
 
         def write(connection: Connection) -> None:
-            if held is None:
-                connection.execute(insert(events).values(**row))
-            elif not _insert_if_held(connection, job_id, held, row):
+            counted = {"runs_done": jobs.c.runs_done + 1} if counts_run else {}
+            if not _event_with_job(connection, row, held, counted):
                 lost.append(True)
-                return
-            if counts_run:
-                connection.execute(
-                    update(jobs).where(jobs.c.id == job_id).values(runs_done=jobs.c.runs_done + 1)
-                )
 
         def committed() -> None:
             if lost:
@@ -306,20 +308,12 @@ class JobStore:
 
         def write(connection: Connection) -> None:
             # One write: whoever sees the job ended finds its `done` event committed with it.
-            if held is None:
-                connection.execute(insert(events).values(**done, kind="done", data=b""))
-            elif not _insert_if_held(
-                connection, job_id, held, {**done, "kind": "done", "data": b""}
-            ):
-                lost.append(True)  # another attempt holds it now: its end is not ours to write
-                return
             # A reason written earlier (why the job was run again) stays on a job that ends.
             reason = {"error": error} if error is not None else {}
-            connection.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(status=status, finished_at=now, outcome=outcome, **reason)
-            )
+            ended = {"status": status, "finished_at": now, "outcome": outcome, **reason}
+            row = {**done, "kind": "done", "data": b""}
+            if not _event_with_job(connection, row, held, ended):
+                lost.append(True)  # another attempt holds it now: its end is not ours to write
 
         def committed() -> None:
             if lost:
@@ -342,17 +336,19 @@ class JobStore:
         holds it (a message delivered twice is then dropped). The runs of an interrupted
         attempt are discarded; event ids are never reused."""
 
-        def claim(connection: Connection) -> tuple[Claim, int] | None:
-            # The common case in one statement: a job never run before (no events yet).
-            now = time.time()
+        def first_claim(connection: Connection) -> tuple[Claim, int] | None:
+            # The common case in one statement, a transaction of its own (one round trip):
+            # a job never run before (no events yet).
             first = connection.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.status == QUEUED, jobs.c.attempts == 0)
-                .values(status=RUNNING, attempts=1, worker=worker_id, started_at=now)
+                .values(status=RUNNING, attempts=1, worker=worker_id, started_at=time.time())
                 .returning(*jobs.c)
             ).first()
-            if first is not None:
-                return Claim(_job(first._mapping), 1), 0
+            return (Claim(_job(first._mapping), 1), 0) if first is not None else None
+
+        def claim(connection: Connection) -> tuple[Claim, int] | None:
+            now = time.time()
             found = connection.execute(
                 select(jobs).where(jobs.c.id == job_id).with_for_update()
             ).first()
@@ -391,7 +387,9 @@ class JobStore:
             )
             return Claim(held, held.attempts), int(last or 0)
 
-        taken = await self._transaction(claim)
+        taken = await self._statement(first_claim)
+        if taken is None:
+            taken = await self._transaction(claim)
         if taken is None:
             return None
         claim_, last = taken
@@ -755,10 +753,21 @@ class JobStore:
 
     async def _read(self, read: Callable[[Connection], T]) -> T:
         def run() -> T:
-            with translated(), self._engine.connect() as connection:
+            with translated(), self._reads.connect() as connection:
                 return read(connection)
 
         return await asyncio.get_running_loop().run_in_executor(self._reader_threads, run)
+
+    async def _statement(self, work: Callable[[Connection], T]) -> T:
+        """One statement that writes, committed by itself (autocommit: no BEGIN and COMMIT
+        round trips), on the writer's thread."""
+
+        def run() -> T:
+            # begin(): commits on SQLite; on PostgreSQL in autocommit, sends nothing more.
+            with translated(), self._reads.begin() as connection:
+                return work(connection)
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
 
     async def _transaction(self, work: Callable[[Connection], T]) -> T:
         """A transaction of its own on the writer's thread (after what is queued before it
@@ -794,16 +803,65 @@ def _is_held(job_id: str, attempt: int) -> ColumnElement[bool]:
     return and_(jobs.c.id == job_id, jobs.c.attempts == attempt, jobs.c.status == RUNNING)
 
 
-def _insert_if_held(connection: Connection, job_id: str, attempt: int, row: dict[str, Any]) -> bool:
-    """Inserts the event only while the attempt holds the job; whether it did."""
-    columns = ("job_id", "id", "attempt", "kind", "data")
-    values = select(
+def _event_with_job(
+    connection: Connection, row: dict[str, Any], held: int | None, changes: dict[str, Any]
+) -> bool:
+    """Appends the event `row` and makes `changes` to its job; with `held`, only while
+    that attempt holds the job. Whether it did. On PostgreSQL one statement (a round trip
+    each: the end of a job is two statements, its last run and its end, instead of four)."""
+    job_id = row["job_id"]
+    if connection.dialect.name == "postgresql" and changes:
+        if held is None:
+            appended = insert(events).values(**row).returning(events.c.job_id).cte("appended")
+            changed = (
+                update(jobs)
+                .where(jobs.c.id.in_(select(appended.c.job_id)))
+                .values(**changes)
+                .add_cte(appended)
+            )
+            connection.execute(changed)
+            return True
+        # The job changes only while the attempt holds it, and the event goes with it.
+        holding = (
+            update(jobs)
+            .where(_is_held(job_id, held))
+            .values(**changes)
+            .returning(jobs.c.id)
+            .cte("holding")
+        )
+        inserted = (
+            insert(events)
+            .from_select(_EVENT_COLUMNS, _event_values(row).select_from(holding))
+            .add_cte(holding)
+            .returning(events.c.id)
+        )
+        return connection.execute(inserted).first() is not None
+    if held is None:
+        connection.execute(insert(events).values(**row))
+    elif not _insert_if_held(connection, job_id, held, row):
+        return False
+    if changes:
+        connection.execute(update(jobs).where(jobs.c.id == job_id).values(**changes))
+    return True
+
+
+_EVENT_COLUMNS = ("job_id", "id", "attempt", "kind", "data")
+
+
+def _event_values(row: dict[str, Any]) -> Select[Any]:
+    """The event as a one-row SELECT of literals (for an INSERT ... SELECT)."""
+    return select(
         *(
             literal(row[name], LargeBinary) if name == "data" else literal(row[name])
-            for name in columns
+            for name in _EVENT_COLUMNS
         )
-    ).where(exists(select(jobs.c.id).where(_is_held(job_id, attempt))))
-    inserted = insert(events).from_select(columns, values).returning(events.c.id)
+    )
+
+
+def _insert_if_held(connection: Connection, job_id: str, attempt: int, row: dict[str, Any]) -> bool:
+    """Inserts the event only while the attempt holds the job; whether it did."""
+    values = _event_values(row).where(exists(select(jobs.c.id).where(_is_held(job_id, attempt))))
+    inserted = insert(events).from_select(_EVENT_COLUMNS, values).returning(events.c.id)
     return connection.execute(inserted).first() is not None
 
 
