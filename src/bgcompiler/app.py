@@ -212,9 +212,12 @@ async def api_node(
         max_attempts=settings.max_attempts,
     )
     watchdog.start()
+    freshening = asyncio.create_task(cluster.keep_fresh(), name="cluster-view")
 
     async def stop() -> None:
         await executor.shutdown()
+        freshening.cancel()
+        await asyncio.gather(freshening, return_exceptions=True)
         await watchdog.stop()
         await listener.stop()
         await view.close()

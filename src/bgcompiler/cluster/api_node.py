@@ -40,7 +40,9 @@ from bgcompiler.store.jobs import CANCELLED, FAILED, FINAL, QUEUED, JobRow, JobS
 
 log = structlog.get_logger(__name__)
 
-# The cluster's view (live workers, queued runs) is read again after this long.
+# The cluster's view (live workers, queued runs) is read again after this long: in the
+# background, so that a request does not wait for it (it does only when the background
+# reads fail, e.g. while the store is down).
 REFRESH_S = 0.5
 # A cancel waits this long for the worker to stop the job's runs before the store is told
 # the job is cancelled without it (the worker's later writes are then refused).
@@ -73,6 +75,15 @@ class Cluster:
         self._queued_runs = await self.jobs.count_queued_runs()
         self._admitted = 0
         self._read_at = now
+
+    async def keep_fresh(self) -> None:
+        """Reads the view again every half REFRESH_S, until cancelled."""
+        while True:
+            try:
+                await self.refresh(force=True)
+            except BgcError as exc:
+                log.warning("the cluster's view could not be read", error=exc.message)
+            await asyncio.sleep(REFRESH_S / 2)
 
     async def count_queued(self) -> None:
         self._queued_runs = await self.jobs.count_queued_runs()
