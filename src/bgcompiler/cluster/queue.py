@@ -11,10 +11,13 @@ timeout (the broker's XAUTOCLAIM). docs/deployment.md says why this engine.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
+import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -32,6 +35,9 @@ GROUP = "bgc-workers"
 # Waits this long on an idle read before asking again (a read returns at once when a
 # message arrives): how fast a stopping worker notices it should stop reading.
 READ_BLOCK_MS = 1000
+# The pending messages of consumers that died are looked for this often (each message is
+# claimed once it has been idle for the visibility timeout).
+AUTOCLAIM_EVERY_S = 1.0
 # Streams keep this many messages at most (acknowledged ones are trimmed; the backlog is
 # bounded by --backlog, far below it).
 STREAM_MAXLEN = 100_000
@@ -160,8 +166,52 @@ def _acker(message: AckableMessage) -> Callable[[], Awaitable[None]]:
 
 
 class _Broker(RedisStreamBroker):
+    """Taskiq's stream broker, whose reader looks for the messages of dead consumers
+    (XAUTOCLAIM, a round trip per stream) at most every AUTOCLAIM_EVERY_S after reading
+    some, instead of after every message: there, it ran beside the claim of the job just
+    read and delayed its start. As in taskiq, an idle reader does not look (the watchdog
+    takes back the jobs of a worker that vanished, and writes why)."""
+
     def connection(self) -> Redis:
         return Redis(connection_pool=self.connection_pool)
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        streams = [self.queue_name, *self.additional_streams]
+        async with self.connection() as redis:
+            claimed_at = -math.inf
+            while True:
+                offsets: Any = {self.queue_name: ">", **self.additional_streams}
+                fetched: Any = await redis.xreadgroup(
+                    self.consumer_group_name,
+                    self.consumer_name,
+                    offsets,
+                    block=self.block,
+                    noack=False,
+                    count=self.count,
+                )
+                if not fetched:
+                    continue  # as taskiq's: an idle reader leaves them to the watchdog
+                for stream, messages in fetched:
+                    for message_id, message in messages:
+                        yield self._ackable(stream, message_id, message)
+                if time.monotonic() - claimed_at < AUTOCLAIM_EVERY_S:
+                    continue
+                claimed_at = time.monotonic()
+                for stream in streams:
+                    claimed: Any = await redis.xautoclaim(
+                        stream,
+                        self.consumer_group_name,
+                        self.consumer_name,
+                        min_idle_time=self.idle_timeout,
+                        count=self.unacknowledged_batch_size,
+                    )
+                    for message_id, message in claimed[1]:
+                        yield self._ackable(stream, message_id, message)
+
+    def _ackable(self, stream: Any, message_id: Any, message: Any) -> AckableMessage:
+        return AckableMessage(
+            data=message[b"data"], ack=self._ack_generator(id=message_id, queue_name=stream)
+        )
 
 
 def _broker(
