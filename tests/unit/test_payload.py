@@ -55,6 +55,48 @@ def test_payload_holds_each_file_its_parents_and_stdin() -> None:
     assert read(COMMAND_NAME) == b"run it"
 
 
+def reference_archive(members: list[tuple[str, bytes | None, int]], mtime: int) -> bytes:
+    """What tarfile itself writes for these members (None: a directory)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, content, mode in members:
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime = mode, mtime
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("stdin", [b"", b"x" * 511, b"y" * 512, b"z" * 20_000, None])
+def test_the_archive_is_byte_for_byte_what_tarfile_writes(
+    stdin: bytes | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers, padding to blocks, the end blocks and the padding to a whole record (which
+    the helper reads exactly in an interactive run) are tarfile's own, for any sizes."""
+    monkeypatch.setattr("time.time", lambda: 1_700_000_000.5)
+    files = [SandboxFile("a/b/ünï.py", b"print(1)\n"), SandboxFile("x", b"", executable=True)]
+    ours = build_payload(files, stdin, "n0nce", "python3 a/b/ünï.py")
+    last = (STDIN_NAME, stdin, 0o400) if stdin is not None else (".bgc-live", b"", 0o400)
+    expected = reference_archive(
+        [
+            ("a", None, 0o755),
+            ("a/b", None, 0o755),
+            ("a/b/ünï.py", b"print(1)\n", 0o644),
+            ("x", b"", 0o755),
+            last,
+            (NONCE_NAME, b"n0nce", 0o400),
+            (COMMAND_NAME, "python3 a/b/ünï.py".encode(), 0o400),
+        ],
+        1_700_000_000,
+    )
+    assert ours == expected
+    assert len(ours) % tarfile.RECORDSIZE == 0
+
+
 @pytest.mark.parametrize(
     "name",
     [

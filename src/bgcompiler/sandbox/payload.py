@@ -94,26 +94,32 @@ def build_payload(
     files: Iterable[SandboxFile], stdin: bytes | None, nonce: str, command: str
 ) -> bytes:
     """A ustar archive of the files (plus parent directories), stdin, nonce and command.
-    `stdin=None` makes an interactive run's archive: its input follows as frames."""
+    `stdin=None` makes an interactive run's archive: its input follows as frames.
+
+    Byte for byte what `tarfile.open(mode="w", format=USTAR_FORMAT)` writes for these
+    members (the tests compare), with tarfile's own header encoding, but without its
+    per-member copies and file objects: this is on every run's path."""
     now = int(time.time())
-    buffer = io.BytesIO()
+    blocks: list[bytes] = []
     seen_dirs: set[str] = set()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        for file in files:
-            parts = file.name.split("/")
-            for depth in range(1, len(parts)):
-                directory = "/".join(parts[:depth])
-                if directory not in seen_dirs:
-                    seen_dirs.add(directory)
-                    _add(archive, directory, None, 0o755, now)
-            _add(archive, file.name, file.content, 0o755 if file.executable else 0o644, now)
-        if stdin is None:
-            _add(archive, LIVE_NAME, b"", 0o400, now)
-        else:
-            _add(archive, STDIN_NAME, stdin, 0o400, now)
-        _add(archive, NONCE_NAME, nonce.encode("ascii"), 0o400, now)
-        _add(archive, COMMAND_NAME, command.encode("utf-8"), 0o400, now)
-    return buffer.getvalue()
+    for file in files:
+        parts = file.name.split("/")
+        for depth in range(1, len(parts)):
+            directory = "/".join(parts[:depth])
+            if directory not in seen_dirs:
+                seen_dirs.add(directory)
+                _add(blocks, directory, None, 0o755, now)
+        _add(blocks, file.name, file.content, 0o755 if file.executable else 0o644, now)
+    if stdin is None:
+        _add(blocks, LIVE_NAME, b"", 0o400, now)
+    else:
+        _add(blocks, STDIN_NAME, stdin, 0o400, now)
+    _add(blocks, NONCE_NAME, nonce.encode("ascii"), 0o400, now)
+    _add(blocks, COMMAND_NAME, command.encode("utf-8"), 0o400, now)
+    blocks.append(tarfile.NUL * (2 * tarfile.BLOCKSIZE))  # the end of the archive
+    written = sum(map(len, blocks))
+    blocks.append(tarfile.NUL * (-written % tarfile.RECORDSIZE))  # whole records, as tarfile
+    return b"".join(blocks)
 
 
 # Each frame carries the run's nonce: the program can write into the container's stdin too
@@ -139,16 +145,18 @@ def _frame(kind: bytes, nonce: str, body: bytes) -> bytes:
     return kind + nonce.encode("ascii") + _LENGTH.pack(len(body)) + body
 
 
-def _add(archive: tarfile.TarFile, name: str, content: bytes | None, mode: int, mtime: int) -> None:
+def _add(blocks: list[bytes], name: str, content: bytes | None, mode: int, mtime: int) -> None:
     info = tarfile.TarInfo(name)
     info.mode = mode
     info.mtime = mtime
     if content is None:
         info.type = tarfile.DIRTYPE
-        archive.addfile(info)
     else:
         info.size = len(content)
-        archive.addfile(info, io.BytesIO(content))
+    blocks.append(info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape"))
+    if content:
+        blocks.append(content)
+        blocks.append(tarfile.NUL * (-len(content) % tarfile.BLOCKSIZE))
 
 
 def files_from_tar(data: bytes) -> tuple[SandboxFile, ...]:
