@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
 import time
 
 import structlog
@@ -13,17 +12,13 @@ import structlog
 from bgcompiler.errors import BgcError, EngineUnavailable, SandboxError, StartupError
 from bgcompiler.metrics import Metrics
 from bgcompiler.models import Limits, RunResult, RunSpec
-from bgcompiler.sandbox.attach import AttachedStream
-from bgcompiler.sandbox.capture import Capture
-from bgcompiler.sandbox.collect import collect
 from bgcompiler.sandbox.engine import Engine
+from bgcompiler.sandbox.exchange import exchange
 from bgcompiler.sandbox.hardening import container_config
 from bgcompiler.sandbox.live import Live
-from bgcompiler.sandbox.measure import new_nonce
 from bgcompiler.sandbox.monitor import ContainerWatch, EngineMonitor
-from bgcompiler.sandbox.outcome import Ending, EngineState, build_result
+from bgcompiler.sandbox.outcome import EngineState, build_result
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
-from bgcompiler.sandbox.payload import build_payload
 from bgcompiler.sandbox.pool import Started, WarmPool
 
 log = structlog.get_logger(__name__)
@@ -37,16 +32,6 @@ class Verify(enum.Enum):
     NOW = "now"  # the container is still coming down: what the engine has said so far
 
 
-# After a kill, output already in flight is still collected for at most this long.
-DRAIN_AFTER_KILL_S = 1.0
-# The helper kills at the time limit; the container is killed from outside this much later.
-HELPER_GRACE_S = 1.0
-# How long a run whose program has ended (or was killed) waits for its container to come
-# down. The engine answers a kill or a wait only once the container is down, and a gVisor
-# sandbox (ptrace platform) killing a fork bomb's processes under CPU contention took from
-# 1 s to over 30 s here. Past this, if the engine still answers, the run's result is given
-# without the container's exit code, and the removal goes on waiting in the background.
-EXIT_PATIENCE_S = 3.0
 # A removal that fails while the engine answers is tried again for this long (the container
 # may still be coming down); while the engine does not answer, three tries. What is left
 # carries this instance's labels: the next start removes it.
@@ -325,63 +310,26 @@ class DockerSandbox:
         exit cleanly by itself and nothing touched the container). With `live`, the
         program's input comes from it and its output goes to it as it arrives, every byte
         of it before this returns."""
-        container_id, stream, watch = started.container_id, started.stream, started.watch
-        loop = asyncio.get_running_loop()
-        nonce = new_nonce()
-        artifact_bytes = self._artifact_bytes if spec.artifacts else None
-        capture = Capture(spec.limits.output_bytes, nonce, artifact_bytes=artifact_bytes)
-        payload = build_payload(
-            spec.files, None if live is not None else spec.stdin, nonce, spec.command
-        )
-        begun = loop.time()
-        if live is None:
-            feeder = asyncio.create_task(stream.send_stdin(payload))
-        else:
-            live.begin()
-            feeder = asyncio.create_task(
-                live.feed(stream, payload, nonce, takes_stdin=not spec.artifacts)
-            )
-        try:
-            # The helper enforces the time limit itself, and reports; this deadline is the
-            # backstop for a run that keeps its container alive past the helper.
-            deadline = begun + spec.limits.timeout_s + HELPER_GRACE_S
-            ending = await collect(stream, capture, deadline=deadline, live=live)
-            finished = loop.time()
-            patience = loop.time() + EXIT_PATIENCE_S
-            if ending is not Ending.ENDED:
-                watch.killing = True
-                await self._kill_draining(container_id, stream, capture, until=patience)
-        finally:
-            feeder.cancel()
-            if live is not None:
-                live.end()
-            # Before asking the engine anything more: it cannot finish a container's exit
-            # while a flood of its output waits for a reader that stopped reading.
-            stream.close()
-        if live is not None:  # what was held back as a possible mark was the program's
-            for kind, data in capture.fresh(final=True):
-                live.output(kind, data)
+        container_id, watch = started.container_id, started.watch
 
-        collected = capture.collected()
-        measured = collected.measurement
-        certain = (
-            measured is not None
-            and ending is Ending.ENDED
-            and os.WIFEXITED(measured.wait_status)
-            and os.WEXITSTATUS(measured.wait_status) == 0
-            and not watch.oom
-            and not self._monitor.interrupted_now(watch)
+        async def kill() -> None:
+            watch.killing = True
+            await self._engine.kill(container_id)
+
+        done = await exchange(
+            started.stream, spec, live, artifact_bytes=self._artifact_bytes, kill=kill
         )
+        certain = done.clean and not watch.oom and not self._monitor.interrupted_now(watch)
         if certain:  # a clean exit 0, seen by the helper: no need to ask the engine
             engine, verify = EngineState(exit_code=0, oom_killed=False), Verify.NOTHING
         else:
-            engine = await self._engine_state(container_id, watch, until=patience)
+            engine = await self._engine_state(container_id, watch, until=done.patience)
             # A container still coming down has not died yet: what is known now is all.
             verify = Verify.NOW if engine.exit_code is None else Verify.AFTER_DIE
         result = build_result(
-            collected,
-            ending=ending,
-            outside_ms=(finished - begun) * 1000,
+            done.collected,
+            ending=done.ending,
+            outside_ms=done.outside_ms,
             engine=engine,
             artifact_mb=self._artifact_bytes // (1024 * 1024),
         )
@@ -409,29 +357,6 @@ class DockerSandbox:
             # come after the container's exit.
             oom = await self._monitor.oom_reported(watch)
         return EngineState(exit_code, oom)
-
-    async def _kill_draining(
-        self, container_id: str, stream: AttachedStream, capture: Capture, *, until: float
-    ) -> None:
-        """Kills the container while reading what is still on its way. Reading is not only
-        for the output already in flight: the engine finishes a container's exit (and so
-        answers the kill) only once the container's output has been delivered to every
-        attached client, and a flood keeps ours full (docs/architecture.md). The kill's
-        answer is awaited until `until` (EXIT_PATIENCE_S); the engine goes on killing after."""
-        kill = asyncio.create_task(self._engine.kill(container_id))
-        try:
-            drain_until = min(until, asyncio.get_running_loop().time() + DRAIN_AFTER_KILL_S)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(drain_until):
-                    while (frame := await stream.read_frame()) is not None:
-                        capture.feed(*frame)
-            stream.close()  # ended or not: closing also lets the engine's copy end
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(until):
-                    await asyncio.shield(kill)
-        finally:
-            if not kill.done():  # the engine kills it anyway; the removal waits for it
-                kill.cancel()
 
     def _remove_later(self, container_id: str) -> None:
         """Removal is off the request's path but tracked, so shutdown waits for it."""

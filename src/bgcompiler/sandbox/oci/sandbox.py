@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import time
@@ -30,28 +29,21 @@ import structlog
 from bgcompiler.errors import BgcError, EngineUnavailable, StartupError
 from bgcompiler.metrics import Metrics
 from bgcompiler.models import Limits, RunResult, RunSpec
-from bgcompiler.sandbox.capture import Capture
-from bgcompiler.sandbox.collect import collect
 from bgcompiler.sandbox.engine import Engine
+from bgcompiler.sandbox.exchange import exchange
 from bgcompiler.sandbox.live import Live
-from bgcompiler.sandbox.measure import new_nonce
 from bgcompiler.sandbox.oci.config import bundle_config
 from bgcompiler.sandbox.oci.rootfs import RootfsCache
 from bgcompiler.sandbox.oci.runtime import CGROUP_ROOT, Runtime, RuntimeProcess
 from bgcompiler.sandbox.oci.seccomp_filter import runc_filter
 from bgcompiler.sandbox.oci.volatile import make_volatile_dir, remove_if_empty, volatile_dir
-from bgcompiler.sandbox.outcome import Ending, EngineState, build_result
+from bgcompiler.sandbox.outcome import EngineState, build_result
 from bgcompiler.sandbox.ownership import LABEL_INSTANCE, InstanceLease
-from bgcompiler.sandbox.payload import build_payload
 
 log = structlog.get_logger(__name__)
 
 CGROUP_BASE = "bgc-oci"
 CONTAINER_PREFIX = "bgc-"
-# The same patience as the Docker path (docker.py explains each).
-DRAIN_AFTER_KILL_S = 1.0
-HELPER_GRACE_S = 1.0
-EXIT_PATIENCE_S = 3.0
 IMAGE_CACHE_S = 2.0
 QUIET_WAIT_S = 5.0
 # A removal that fails is tried this many times; what is left is removed at close, or by
@@ -329,84 +321,29 @@ class OciSandbox:
     async def _execute(
         self, started: RuntimeProcess, spec: RunSpec, live: Live | None
     ) -> RunResult:
-        """Runs the spec in a started container, as DockerSandbox._execute does."""
-        stream = started.stream
-        loop = asyncio.get_running_loop()
-        nonce = new_nonce()
-        artifact_bytes = self._artifact_bytes if spec.artifacts else None
-        capture = Capture(spec.limits.output_bytes, nonce, artifact_bytes=artifact_bytes)
-        payload = build_payload(
-            spec.files, None if live is not None else spec.stdin, nonce, spec.command
+        """Runs the spec in a started container (exchange.py); the engine's word on its end
+        is asked only when the helper did not see the program exit 0 by itself."""
+        done = await exchange(
+            started.stream, spec, live, artifact_bytes=self._artifact_bytes, kill=started.kill
         )
-        begun = loop.time()
-        if live is None:
-            feeder = asyncio.create_task(stream.send_stdin(payload))
-        else:
-            live.begin()
-            feeder = asyncio.create_task(
-                live.feed(stream, payload, nonce, takes_stdin=not spec.artifacts)
-            )
-        try:
-            deadline = begun + spec.limits.timeout_s + HELPER_GRACE_S
-            ending = await collect(stream, capture, deadline=deadline, live=live)
-            finished = loop.time()
-            patience = loop.time() + EXIT_PATIENCE_S
-            if ending is not Ending.ENDED:
-                await self._kill_draining(started, capture, until=patience)
-        finally:
-            feeder.cancel()
-            if live is not None:
-                live.end()
-            stream.close()
-        if live is not None:
-            for kind, data in capture.fresh(final=True):
-                live.output(kind, data)
-
-        collected = capture.collected()
-        measured = collected.measurement
         cgroups_path = self._cgroups_path(started.container_id)
-        certain = (
-            measured is not None
-            and ending is Ending.ENDED
-            and os.WIFEXITED(measured.wait_status)
-            and os.WEXITSTATUS(measured.wait_status) == 0
-            and not started.oom_killed(cgroups_path)
-        )
-        if certain:
+        if done.clean and not started.oom_killed(cgroups_path):
             engine = EngineState(exit_code=0, oom_killed=False)
         else:
             exit_code: int | None = None
             try:
-                async with asyncio.timeout_at(patience):
+                async with asyncio.timeout_at(done.patience):
                     exit_code = await started.exit_code()
             except TimeoutError:
                 log.warning("container slow to come down", container=started.container_id)
             engine = EngineState(exit_code, started.oom_killed(cgroups_path))
         return build_result(
-            collected,
-            ending=ending,
-            outside_ms=(finished - begun) * 1000,
+            done.collected,
+            ending=done.ending,
+            outside_ms=done.outside_ms,
             engine=engine,
             artifact_mb=self._artifact_bytes // (1024 * 1024),
         )
-
-    async def _kill_draining(
-        self, started: RuntimeProcess, capture: Capture, *, until: float
-    ) -> None:
-        """Kills the container while reading what output is still on its way."""
-        kill = asyncio.create_task(started.kill())
-        try:
-            drain_until = min(until, asyncio.get_running_loop().time() + DRAIN_AFTER_KILL_S)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(drain_until):
-                    while (frame := await started.stream.read_frame()) is not None:
-                        capture.feed(*frame)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(until):
-                    await asyncio.shield(kill)
-        finally:
-            if not kill.done():
-                kill.cancel()
 
     def _remove_later(
         self, runtime: Runtime, container_id: str, started: RuntimeProcess | None
