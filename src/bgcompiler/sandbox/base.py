@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bgcompiler.models import RunResult, RunSpec
+from bgcompiler.errors import StartupError
+from bgcompiler.models import Limits, RunResult, RunSpec
 from bgcompiler.sandbox.live import Live
 
 
@@ -37,3 +38,17 @@ class Sandbox(Protocol):
     async def run_live(self, spec: RunSpec, live: Live) -> RunResult:
         """Runs the spec once as `run` does, its input and signals coming from `live` and
         its output going to it as it arrives (all of it before this returns)."""
+
+
+def proof_spec(image: str, limits: Limits, runtime: str | None) -> RunSpec:
+    """The run a sandbox makes at start-up to prove that its runtime runs containers."""
+    return RunSpec(
+        image=image, command="echo ok", files=(), stdin=b"", limits=limits, runtime=runtime
+    )
+
+
+def check_proof(result: RunResult, failure: str) -> None:
+    """Raises StartupError (`failure`, then why) unless the proof run printed "ok"."""
+    if result.stdout != b"ok\n" or result.exit_code != 0:
+        reason = result.error or result.stderr.decode(errors="replace")
+        raise StartupError(f"{failure}: status {result.status.value}, {reason}")

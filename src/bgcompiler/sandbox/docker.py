@@ -12,6 +12,7 @@ import structlog
 from bgcompiler.errors import BgcError, EngineUnavailable, SandboxError, StartupError
 from bgcompiler.metrics import Metrics
 from bgcompiler.models import Limits, RunResult, RunSpec
+from bgcompiler.sandbox.base import check_proof, proof_spec
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.exchange import exchange
 from bgcompiler.sandbox.hardening import container_config
@@ -155,22 +156,10 @@ class DockerSandbox:
                 f"the engine has no runtime {runtime!r}; register it in /etc/docker/daemon.json "
                 "(`make setup` does) and reload dockerd"
             )
-        spec = RunSpec(
-            image=self._check_image,
-            command="echo ok",
-            files=(),
-            stdin=b"",
-            limits=self._check_limits,
-            runtime=runtime,
-        )
+        spec = proof_spec(self._check_image, self._check_limits, runtime)
         await self.check_image(self._check_image)
         result = await self._run(spec, warm=False)
-        if result.stdout != b"ok\n" or result.exit_code != 0:
-            reason = result.error or result.stderr.decode(errors="replace")
-            raise StartupError(
-                f"runtime {runtime!r} is registered but could not run a container: "
-                f"status {result.status.value}, {reason}"
-            )
+        check_proof(result, f"runtime {runtime!r} is registered but could not run a container")
 
     # --- the Sandbox protocol --------------------------------------------------------------
 

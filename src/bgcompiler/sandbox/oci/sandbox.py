@@ -29,6 +29,7 @@ import structlog
 from bgcompiler.errors import BgcError, EngineUnavailable, StartupError
 from bgcompiler.metrics import Metrics
 from bgcompiler.models import Limits, RunResult, RunSpec
+from bgcompiler.sandbox.base import check_proof, proof_spec
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.exchange import exchange
 from bgcompiler.sandbox.live import Live
@@ -204,22 +205,10 @@ class OciSandbox:
         )
 
     async def _prove_runtime(self, runtime: str | None) -> None:
-        spec = RunSpec(
-            image=self._check_image,
-            command="echo ok",
-            files=(),
-            stdin=b"",
-            limits=self._check_limits,
-            runtime=runtime,
-        )
+        spec = proof_spec(self._check_image, self._check_limits, runtime)
         await self.check_image(self._check_image)
         result = await self._run(spec)
-        if result.stdout != b"ok\n" or result.exit_code != 0:
-            reason = result.error or result.stderr.decode(errors="replace")
-            raise StartupError(
-                f"{runtime or 'runc'} could not run a container from a bundle: "
-                f"status {result.status.value}, {reason}"
-            )
+        check_proof(result, f"{runtime or 'runc'} could not run a container from a bundle")
 
     # --- the Sandbox protocol --------------------------------------------------------------
 
