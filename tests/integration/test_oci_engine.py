@@ -245,3 +245,38 @@ def test_nothing_is_left_after_runs_errors_a_crash_and_a_stop(tmp_path: Path, ru
     assert absent.status_code == 422, absent.text
     assert server.settled(), server.containers()
     assert server.stop() == 0  # and nothing of the instance remains (Server.stop checks)
+
+
+def docker_cli(*args: str, stdin: str = "") -> str:
+    return subprocess.run(
+        ["docker", *args], input=stdin, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+async def test_the_root_of_an_image_the_engine_no_longer_has_is_removed(tmp_path: Path) -> None:
+    """An image run once on the OCI engine is unpacked in the cache; once the engine no
+    longer has that image (removed, or rebuilt under its name), the next start removes its
+    root, and keeps the roots of images still there."""
+    tag = f"bgc-test/stale-root:{tmp_path.name.lower()[-12:]}"
+    dockerfile = f"FROM {BUSYBOX}\nLABEL io.bg-compiler.test={tmp_path.name}\n"
+    image_id = await asyncio.to_thread(docker_cli, "build", "-q", "-t", tag, "-", stdin=dockerfile)
+    key = image_id.rsplit(":", 1)[-1]
+    roots = tmp_path / "cache" / "oci-rootfs"
+    config = Settings(state_dir=str(tmp_path / "state"), cache_dir=str(tmp_path / "cache"), pool=0)
+    try:
+        box = oci_sandbox(config, Metrics({}))
+        await box.open()
+        try:
+            spec = RunSpec(tag, "echo hi", (), b"", limits_from(config), None)
+            assert (await box.run(spec)).stdout == b"hi\n"
+        finally:
+            await box.close()
+        busybox_keys = {entry.name for entry in roots.iterdir()} - {key}
+        assert (roots / key / "rootfs").is_dir()
+        assert busybox_keys  # the start-up check's image, still in the engine
+    finally:
+        await asyncio.to_thread(docker_cli, "rmi", "-f", tag)
+    again = oci_sandbox(config, Metrics({}))
+    await again.open()
+    await again.close()
+    assert {entry.name for entry in roots.iterdir()} == busybox_keys

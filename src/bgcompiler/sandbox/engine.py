@@ -249,6 +249,13 @@ class Engine:
                 response.close()
             self.last_answer = time.monotonic()
 
+    async def image_ids(self) -> set[str]:
+        """The ids of every image in the engine's store."""
+        images: list[dict[str, Any]] = await self._call(
+            "image list", lambda: self._client.images.list(all=True), read=True
+        )
+        return {str(image["Id"]) for image in images}
+
     async def list_containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
         return await self._call(
             "list",

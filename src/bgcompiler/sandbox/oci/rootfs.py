@@ -10,6 +10,11 @@ The mount points a run's mounts need are made here, once (config.MOUNT_DIRS/MOUN
 so that no run ever writes into the shared root. An unpack goes to a private directory
 renamed into place when complete: a crash leaves a `.partial` directory, never a
 half-unpacked root that a run could take for whole.
+
+The roots of images the engine no longer has (removed, or replaced by a rebuild under the
+same name) are removed at start-up and after each unpack (`remove_stale`): the cache holds
+at most the images the engine holds. An image removed while a run of it starts may fail
+that run; the engine would refuse it a moment later anyway.
 """
 
 from __future__ import annotations
@@ -63,6 +68,26 @@ class RootfsCache:
                 await self._unpack(image_id, target.parent)
         return target
 
+    async def remove_stale(self) -> list[str]:
+        """Removes the roots of images the engine no longer has; their keys."""
+        if not self._dir.is_dir():
+            return []
+        present = {image_key(image_id) for image_id in await self._engine.image_ids()}
+        stale = [
+            entry
+            for entry in self._dir.iterdir()
+            if not entry.name.endswith(PARTIAL) and entry.name not in present
+        ]
+        for entry in stale:
+            # Out of the way at once (a run looks for `<key>/rootfs`), then removed.
+            doomed = self._dir / f"{entry.name}.{secrets.token_hex(4)}{PARTIAL}"
+            with contextlib.suppress(FileNotFoundError):  # another instance took it
+                entry.rename(doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+        if stale:
+            log.info("unpacked roots of removed images deleted", images=[e.name for e in stale])
+        return [entry.name for entry in stale]
+
     def remove_partial(self) -> None:
         """Removes what unpacks cut short by a crash left (only `.partial` directories)."""
         if not self._dir.is_dir():
@@ -102,6 +127,8 @@ class RootfsCache:
             shutil.rmtree(work, ignore_errors=True)
         took = asyncio.get_running_loop().time() - begun
         log.info("image unpacked for the oci engine", image=image_id, seconds=round(took, 2))
+        with contextlib.suppress(BgcError):  # a rebuild is the likely reason for this unpack
+            await self.remove_stale()
 
     async def _export_into(self, container: str, root: Path) -> None:
         tar = await asyncio.create_subprocess_exec(

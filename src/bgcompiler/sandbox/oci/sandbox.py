@@ -186,6 +186,7 @@ class OciSandbox:
                 await self._engine.remove(container["Id"])
                 dead.add(owner)
         self._rootfs.remove_partial()
+        await self._rootfs.remove_stale()
         for owner in dead:
             _remove_cgroups(owner)
             self._lease.forget(owner)
