@@ -197,7 +197,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     state.mkdir(parents=True, exist_ok=True)
     docker = aiodocker.Docker()
     services: dict[tuple[str, str], Service] = {}
-    data: dict[str, Any] = {"latency": {}, "saturation": {}, "service": {}}
+    data: dict[str, Any] = {
+        "latency": {},
+        "saturation": {},
+        "service": {},
+        "cpu": {},
+        "profile": {},
+    }
     latency_only: dict[str, Callable[[], Awaitable[float]]] = {}
     try:
         floors: dict[str, dict[str, Callable[[], Awaitable[float]]]] = {}
@@ -255,14 +261,26 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(args.rounds):
                 for runtime in args.runtimes:
                     for name, call in cases(runtime).items():
-                        rates = data["saturation"].setdefault(f"{name}/{runtime}", [])
-                        rates.append(await throughput(call, args.clients, args.saturation_runs))
+                        key = f"{name}/{runtime}"
+                        engine = name.removeprefix("service ")
+                        pid = services[(engine, runtime)].pid if engine in ENGINES else None
+                        rate, cpu = await measured_throughput(call, args, pid)
+                        data["saturation"].setdefault(key, []).append(rate)
+                        for part, ms in cpu.items():
+                            data["cpu"].setdefault(key, {}).setdefault(part, []).append(ms)
                         if name.startswith("service ") and runtime == "runc":
                             served[name.removeprefix("service ")] += args.saturation_runs
             for engine in ENGINES:
                 used = proc_cpu_s(services[(engine, "runc")].pid) - cpu_before[engine]
                 data["service"][f"{engine}_cpu_ms_per_run"] = used * 1000 / served[engine]
                 data["service"][f"{engine}_runs"] = served[engine]
+            for runtime in args.runtimes:
+                data["profile"][runtime] = await profile_service(
+                    cases(runtime)["service oci"],
+                    args,
+                    services[("oci", runtime)].pid,
+                    state / f"profile-oci-{runtime}.txt",
+                )
         for service in services.values():
             service.stop()
         services.clear()
@@ -290,6 +308,78 @@ async def engine_filter(state: Path) -> bytes:
     return await runc_filter(
         runc, helper, state / "filter-bundle", "bench-seccomp", "/bgc-bench/seccomp"
     )
+
+
+def machine_busy_s() -> float:
+    """CPU time the whole machine has spent busy (all CPUs, every process and the kernel)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s(pid: int) -> float:
+    """CPU time of the processes `pid` has reaped (a service's runtime commands)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured_throughput(
+    call: Callable[[], Awaitable[float]], args: argparse.Namespace, service_pid: int | None
+) -> tuple[float, dict[str, float]]:
+    """Runs per second at saturation, and the CPU per run of the machine and (for a
+    service) of its own process and of the runtime commands it reaped."""
+    busy, own, reaped = machine_busy_s(), 0.0, 0.0
+    if service_pid is not None:
+        own, reaped = proc_cpu_s(service_pid), children_cpu_s(service_pid)
+    rate = await throughput(call, args.clients, args.saturation_runs)
+    per_run = 1000 / args.saturation_runs
+    cpu = {"machine": (machine_busy_s() - busy) * per_run}
+    if service_pid is not None:
+        cpu["service"] = (proc_cpu_s(service_pid) - own) * per_run
+        cpu["runtime commands"] = (children_cpu_s(service_pid) - reaped) * per_run
+    return rate, cpu
+
+
+async def profile_service(
+    call: Callable[[], Awaitable[float]], args: argparse.Namespace, pid: int, out: Path
+) -> list[tuple[str, float]]:
+    """py-spy's samples of the service through one more saturation round (not one of the
+    measured rounds: sampling costs the service time), as the share of samples in each
+    function itself. Empty without py-spy (`make bench` installs it)."""
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if spy is None:
+        return []
+    recorder = await asyncio.create_subprocess_exec(
+        spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+        "--output", str(out), "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.sleep(1.0)  # attached
+    await throughput(call, args.clients, args.saturation_runs)
+    recorder.send_signal(2)  # SIGINT: py-spy writes what it has and exits
+    await recorder.wait()
+    return top_functions(read_if_there(out))
+
+
+def read_if_there(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def top_functions(raw: str, most: int = 12) -> list[tuple[str, float]]:
+    """The functions most often on top of the sampled stacks (py-spy's raw format: one
+    `frame;frame;... count` line per stack), with their share of all samples."""
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        leaf = stack.split(";")[-1]
+        name = leaf.split(" (")[0] + " (" + leaf.split(" (")[-1].split(":")[0].rstrip(")") + ")"
+        own[name] = own.get(name, 0) + int(count)
+    ranked = sorted(own.items(), key=lambda item: item[1], reverse=True)[:most]
+    return [(name, count / total) for name, count in ranked] if total else []
 
 
 def remove_bench_cgroups() -> None:
@@ -320,6 +410,10 @@ def summarise(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             p50[f"service oci/{runtime}"] / p50[f"bare/{runtime}"], 2
         )
     summary["ratios"] = ratios
+    summary["cpu_ms_per_run"] = {
+        key: {part: round(percentile(values, 0.5), 1) for part, values in parts.items()}
+        for key, parts in data["cpu"].items()
+    }
     return summary
 
 
@@ -348,23 +442,40 @@ def report(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
     rss = service["oci_rss"]
     lines += [
         "",
-        f"Service CPU per run (runc): OCI {service['oci_cpu_ms_per_run']:.2f} ms over "
-        f"{service['oci_runs']} runs, Docker {service['docker_cpu_ms_per_run']:.2f} ms over "
-        f"{service['docker_runs']} runs (the service's own process; runtime processes not "
-        "counted).",
+        f"Service CPU per run (runc), its own process only, over the whole benchmark: OCI "
+        f"{service['oci_cpu_ms_per_run']:.2f} ms over {service['oci_runs']} runs, Docker "
+        f"{service['docker_cpu_ms_per_run']:.2f} ms over {service['docker_runs']} runs. This "
+        "also counts what an idle service spends (about 2 ms a second, measured) while the "
+        "other cases run, so the target is judged on the saturation rounds below, where the "
+        "service does nothing but these runs.",
         f"OCI service peak RSS with {rss['waiting_runs']} runs queued: "
         f"{rss['peak_rss_mb']:.0f} MB.",
         "",
+        "CPU per run at saturation (median of the rounds): the whole machine's, and for our",
+        "services their own process's and that of the runtime commands they reaped (`runc`,",
+        "`runsc run/wait/delete`); the rest of the machine's is the containers, gVisor's",
+        "sandboxes and gofers, dockerd and containerd, and the kernel.",
+        "",
+        "| case | machine ms/run | service ms/run | runtime commands ms/run |",
+        "|---|---|---|---|",
+        *(
+            f"| {key} | {parts['machine']} | {parts.get('service', '')} | "
+            f"{parts.get('runtime commands', '')} |"
+            for key, parts in summary["cpu_ms_per_run"].items()
+        ),
+        "",
+        *profile_lines(data["profile"]),
         "| target (issue 14) | measured | |",
         "|---|---|---|",
     ]
     ratios = summary["ratios"]
     floor = "saturation oci / docker floor"
+    saturated_cpu = summary["cpu_ms_per_run"].get("service oci/runc", {}).get("service")
     targets = [
         ("saturation oci >= 3 x docker floor (runc)", ratios.get(f"{floor} (runc)"), 3.0, True),
         ("saturation oci >= 2 x docker floor (runsc)", ratios.get(f"{floor} (runsc)"), 2.0, True),
         ("p50 oci <= 1.5 x bare runc run", ratios.get("p50 oci / bare floor (runc)"), 1.5, False),
-        ("service CPU < 5 ms per run", round(service["oci_cpu_ms_per_run"], 2), 5.0, False),
+        ("service CPU < 5 ms per run (saturation)", saturated_cpu, 5.0, False),
         ("RSS < 150 MB with 2000 queued", round(rss["peak_rss_mb"]), 150.0, False),
     ]  # fmt: skip
     for name, value, bound, at_least in targets:
@@ -373,6 +484,23 @@ def report(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
         met = value >= bound if at_least else value <= bound
         lines.append(f"| {name} | {value} | {'met' if met else 'missed'} |")
     return "\n".join(lines) + "\n"
+
+
+def profile_lines(profiles: dict[str, list[tuple[str, float]]]) -> list[str]:
+    lines: list[str] = []
+    for runtime, top in profiles.items():
+        if not top:
+            continue
+        lines += [
+            f"Where the OCI service's own time goes at saturation ({runtime}; py-spy, share of",
+            "samples on top of the stack, one extra round):",
+            "",
+            "| function | samples |",
+            "|---|---|",
+            *(f"| `{name}` | {share * 100:.1f}% |" for name, share in top),
+            "",
+        ]
+    return lines
 
 
 def main() -> None:
