@@ -517,6 +517,12 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "engines.json").write_text(json.dumps({"raw": data, "summary": summary}, indent=1))
     text = report(data, summary, args)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    text += (
+        f"\nMeasured {when} on this machine ({os.cpu_count()} CPUs; load averages at the end "
+        f"{load}) by `benchmarks/engines_bench.py` (part of `make bench`).\n"
+    )
     (RESULTS / "engines.md").write_text(text)
     print(text)
 
