@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from bgcompiler.models import Limits, RunSpec
+from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.oci.config import MASKED_PATHS, READONLY_PATHS, bundle_config
-from bgcompiler.sandbox.oci.rootfs import resolve_inside
+from bgcompiler.sandbox.oci.rootfs import RootfsCache, resolve_inside
 from bgcompiler.sandbox.oci.sandbox import container_owner
 
 LIMITS = Limits(
@@ -185,3 +186,17 @@ def test_container_ids_name_their_instance() -> None:
     assert container_owner("bgc-0123abcd-89ab") == "0123abcd"
     assert container_owner("other-0123") is None
     assert container_owner("bgc-../x-1") is None
+
+
+def test_only_dead_instances_unpacks_in_progress_are_removed(tmp_path: Path) -> None:
+    """A `.partial` unpack is named after its instance: at start-up, those of dead
+    instances (and unnamed ones) go; a live instance sharing the cache keeps its own."""
+    cache = RootfsCache(Engine(None, 5), tmp_path, {}, "self0")
+    for name in ("ab12.dead1.0000.partial", "ab12.live1.1111.partial", "ab12.2222.partial"):
+        (tmp_path / name / "rootfs").mkdir(parents=True)
+    (tmp_path / "ab12" / "rootfs").mkdir(parents=True)  # a whole root stays
+    cache.remove_partial(lambda instance: instance == "dead1")
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == [
+        "ab12",
+        "ab12.live1.1111.partial",
+    ]

@@ -24,6 +24,7 @@ import contextlib
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -48,10 +49,13 @@ def image_key(image_id: str) -> str:
 class RootfsCache:
     """Image id -> its unpacked, read-only root, made on first use."""
 
-    def __init__(self, engine: Engine, directory: Path, labels: dict[str, str]) -> None:
+    def __init__(
+        self, engine: Engine, directory: Path, labels: dict[str, str], instance_id: str
+    ) -> None:
         self._engine = engine
         self._dir = directory
         self._labels = labels  # on the export containers, so a crash's leftovers are found
+        self._instance = instance_id  # in the name of its unpacks in progress
         self._locks: dict[str, asyncio.Lock] = {}
 
     def path(self, image_id: str) -> Path:
@@ -80,7 +84,7 @@ class RootfsCache:
         ]
         for entry in stale:
             # Out of the way at once (a run looks for `<key>/rootfs`), then removed.
-            doomed = self._dir / f"{entry.name}.{secrets.token_hex(4)}{PARTIAL}"
+            doomed = self._dir / self._partial_name(entry.name)
             with contextlib.suppress(FileNotFoundError):  # another instance took it
                 entry.rename(doomed)
                 shutil.rmtree(doomed, ignore_errors=True)
@@ -88,17 +92,26 @@ class RootfsCache:
             log.info("unpacked roots of removed images deleted", images=[e.name for e in stale])
         return [entry.name for entry in stale]
 
-    def remove_partial(self) -> None:
-        """Removes what unpacks cut short by a crash left (only `.partial` directories)."""
+    def _partial_name(self, key: str) -> str:
+        return f"{key}.{self._instance}.{secrets.token_hex(4)}{PARTIAL}"
+
+    def remove_partial(self, is_dead: Callable[[str], bool]) -> None:
+        """Removes what unpacks cut short by a crash left: the `.partial` directories of
+        instances that `is_dead` (another live instance sharing the cache may be unpacking
+        into its own)."""
         if not self._dir.is_dir():
             return
         for entry in self._dir.iterdir():
-            if entry.name.endswith(PARTIAL):
+            if not entry.name.endswith(PARTIAL):
+                continue
+            parts = entry.name.split(".")
+            owner = parts[1] if len(parts) == 4 else ""
+            if not owner.isalnum() or is_dead(owner):
                 shutil.rmtree(entry, ignore_errors=True)
 
     async def _unpack(self, image_id: str, final: Path) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
-        work = self._dir / f"{final.name}.{secrets.token_hex(4)}{PARTIAL}"
+        work = self._dir / self._partial_name(final.name)
         root = work / "rootfs"
         root.mkdir(parents=True)
         begun = asyncio.get_running_loop().time()

@@ -87,7 +87,9 @@ class OciSandbox:
         # the tmpfs, because a program sees the filesystem of its mounts (as under dockerd,
         # whose hostname files are on its disk), and the tmpfs's would show its size.
         self._hostname_files = state_dir / "oci" / "hostnames"
-        self._rootfs = RootfsCache(engine, cache_dir / "oci-rootfs", lease.labels)
+        self._rootfs = RootfsCache(
+            engine, cache_dir / "oci-rootfs", lease.labels, lease.instance_id
+        )
         self._check_runtime = check_runtime
         self._check_image = check_image
         self._check_limits = check_limits
@@ -185,7 +187,7 @@ class OciSandbox:
             if owner.isalnum() and self._lease.is_dead(owner):
                 await self._engine.remove(container["Id"])
                 dead.add(owner)
-        self._rootfs.remove_partial()
+        self._rootfs.remove_partial(self._lease.is_dead)
         await self._rootfs.remove_stale()
         for owner in dead:
             _remove_cgroups(owner)
