@@ -28,14 +28,10 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import (
     ColumnElement,
-    LargeBinary,
-    Select,
     and_,
     delete,
-    exists,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -50,6 +46,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bgcompiler.errors import InvalidRequest, StoreUnavailable
+from bgcompiler.store import statements
 from bgcompiler.store.database import for_reads
 from bgcompiler.store.schema import deliveries, events, jobs, workers
 
@@ -234,7 +231,7 @@ class JobStore:
             self._last_event[job_id] = 0
 
         def write(connection: Connection) -> None:
-            connection.execute(insert(jobs).values(**_fields(row)))
+            connection.execute(statements.insert_job(JobRow.__slots__), _fields(row))
 
         if not self._keeps_rows:
             # Distributed mode: the job's later writes are its worker's, and nobody waits on
@@ -258,9 +255,14 @@ class JobStore:
 
         def write(connection: Connection) -> None:
             connection.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(status=RUNNING, started_at=now, attempts=attempt, runs_done=0)
+                statements.change_job(("attempts", "runs_done", "started_at", "status")),
+                {
+                    "job_id": job_id,
+                    "set_status": RUNNING,
+                    "set_started_at": now,
+                    "set_attempts": attempt,
+                    "set_runs_done": 0,
+                },
             )
 
         self._enqueue(
@@ -283,8 +285,7 @@ class JobStore:
         lost: list[bool] = []
 
         def write(connection: Connection) -> None:
-            counted = {"runs_done": jobs.c.runs_done + 1} if counts_run else {}
-            if not _event_with_job(connection, row, held, counted):
+            if not statements.event_with_job(connection, row, held, {}, counts_run=counts_run):
                 lost.append(True)
 
         def committed() -> None:
@@ -312,7 +313,7 @@ class JobStore:
             reason = {"error": error} if error is not None else {}
             ended = {"status": status, "finished_at": now, "outcome": outcome, **reason}
             row = {**done, "kind": "done", "data": b""}
-            if not _event_with_job(connection, row, held, ended):
+            if not statements.event_with_job(connection, row, held, ended):
                 lost.append(True)  # another attempt holds it now: its end is not ours to write
 
         def committed() -> None:
@@ -340,10 +341,8 @@ class JobStore:
             # The common case in one statement, a transaction of its own (one round trip):
             # a job never run before (no events yet).
             first = connection.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == QUEUED, jobs.c.attempts == 0)
-                .values(status=RUNNING, attempts=1, worker=worker_id, started_at=time.time())
-                .returning(*jobs.c)
+                statements.FIRST_CLAIM,
+                {"job_id": job_id, "claimer": worker_id, "now": time.time()},
             ).first()
             return (Claim(_job(first._mapping), 1), 0) if first is not None else None
 
@@ -530,7 +529,7 @@ class JobStore:
             return kept
 
         def get(connection: Connection) -> JobRow | None:
-            row = connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            row = connection.execute(statements.GET_JOB, {"job_id": job_id}).first()
             return _job(row._mapping) if row is not None else None
 
         return await self._read(get)
@@ -538,9 +537,7 @@ class JobStore:
     async def events_after(self, job_id: str, after: int) -> list[StoredEvent]:
         def events_after(connection: Connection) -> list[StoredEvent]:
             rows = connection.execute(
-                select(events.c.id, events.c.attempt, events.c.kind, events.c.data)
-                .where(events.c.job_id == job_id, events.c.id > after)
-                .order_by(events.c.id)
+                statements.EVENTS_AFTER, {"job_id": job_id, "after": after}
             ).all()
             return [StoredEvent(row.id, row.attempt, row.kind, row.data) for row in rows]
 
@@ -718,7 +715,7 @@ class JobStore:
             ended = {job for pending in batch if pending.ends for job in pending.jobs}
             for job_id in sorted({job for pending in batch for job in pending.jobs}):
                 payload = job_id + END_MARK if job_id in ended else job_id
-                connection.execute(select(func.pg_notify(JOBS_CHANNEL, payload)))
+                connection.execute(statements.NOTIFY, {"channel": JOBS_CHANNEL, "payload": payload})
 
     def _lost(self, job_id: str) -> None:
         log.warning("the job was taken over by another attempt; this one stops", job=job_id)
@@ -801,68 +798,6 @@ def _noop(_: Connection) -> None:
 def _is_held(job_id: str, attempt: int) -> ColumnElement[bool]:
     """The job is still running in this attempt (no other worker has taken it over)."""
     return and_(jobs.c.id == job_id, jobs.c.attempts == attempt, jobs.c.status == RUNNING)
-
-
-def _event_with_job(
-    connection: Connection, row: dict[str, Any], held: int | None, changes: dict[str, Any]
-) -> bool:
-    """Appends the event `row` and makes `changes` to its job; with `held`, only while
-    that attempt holds the job. Whether it did. On PostgreSQL one statement (a round trip
-    each: the end of a job is two statements, its last run and its end, instead of four)."""
-    job_id = row["job_id"]
-    if connection.dialect.name == "postgresql" and changes:
-        if held is None:
-            appended = insert(events).values(**row).returning(events.c.job_id).cte("appended")
-            changed = (
-                update(jobs)
-                .where(jobs.c.id.in_(select(appended.c.job_id)))
-                .values(**changes)
-                .add_cte(appended)
-            )
-            connection.execute(changed)
-            return True
-        # The job changes only while the attempt holds it, and the event goes with it.
-        holding = (
-            update(jobs)
-            .where(_is_held(job_id, held))
-            .values(**changes)
-            .returning(jobs.c.id)
-            .cte("holding")
-        )
-        inserted = (
-            insert(events)
-            .from_select(_EVENT_COLUMNS, _event_values(row).select_from(holding))
-            .add_cte(holding)
-            .returning(events.c.id)
-        )
-        return connection.execute(inserted).first() is not None
-    if held is None:
-        connection.execute(insert(events).values(**row))
-    elif not _insert_if_held(connection, job_id, held, row):
-        return False
-    if changes:
-        connection.execute(update(jobs).where(jobs.c.id == job_id).values(**changes))
-    return True
-
-
-_EVENT_COLUMNS = ("job_id", "id", "attempt", "kind", "data")
-
-
-def _event_values(row: dict[str, Any]) -> Select[Any]:
-    """The event as a one-row SELECT of literals (for an INSERT ... SELECT)."""
-    return select(
-        *(
-            literal(row[name], LargeBinary) if name == "data" else literal(row[name])
-            for name in _EVENT_COLUMNS
-        )
-    )
-
-
-def _insert_if_held(connection: Connection, job_id: str, attempt: int, row: dict[str, Any]) -> bool:
-    """Inserts the event only while the attempt holds the job; whether it did."""
-    values = _event_values(row).where(exists(select(jobs.c.id).where(_is_held(job_id, attempt))))
-    inserted = insert(events).from_select(_EVENT_COLUMNS, values).returning(events.c.id)
-    return connection.execute(inserted).first() is not None
 
 
 def _size(row: JobRow) -> int:
