@@ -255,3 +255,31 @@ async def test_the_end_of_a_job_is_two_statements_on_postgresql(
         assert kinds == ["run", "done"]
     finally:
         await store.close()
+
+
+async def test_a_job_s_insert_and_its_start_right_after_are_one_commit(
+    store: JobStore, store_url: str, tmp_path: Path
+) -> None:
+    """A job started on a free worker two turns of the loop after its insert (as a job
+    submitted to an idle node is): its insert, its start and its `started` event are
+    committed together, one commit instead of two."""
+    from sqlalchemy import event
+
+    happened: list[str] = []  # each statement, and each commit, in order
+    event.listen(store._engine, "before_cursor_execute", lambda *_: happened.append("sql"))
+    event.listen(store._engine, "commit", lambda *_: happened.append("commit"))
+    job_id = uuid.uuid4().hex
+    loop = asyncio.get_running_loop()
+
+    def start() -> None:
+        store.started(job_id)
+        store.event(job_id, "started", b"")
+
+    _, stored = store.create(job_id, plan=b"{}", runs_total=1, metadata=None, callback_url=None)
+    loop.call_soon(loop.call_soon, start)
+    await stored
+    await store.flush()
+    writing = [batch for batch in " ".join(happened).split("commit") if "sql" in batch]
+    assert len(writing) == 1, happened
+    assert (await store.get(job_id)).status == RUNNING  # type: ignore[union-attr]
+    assert [stored.kind for stored in await store.events_after(job_id, 0)] == ["started"]

@@ -55,6 +55,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 Write = Callable[[Connection], None]
 BATCH = 256
+# Turns of the event loop the writer lets pass before it takes a batch (see _write_batches).
+GATHER_TURNS = 3
 # Reads at once (waiters, event streams, lists); each is one short statement.
 READER_THREADS = 4
 # Rows of jobs that ended lately are kept (for their waiters), up to this many bytes.
@@ -656,6 +658,10 @@ class JobStore:
         delay = RETRY_FIRST_S
         while True:
             batch = kept or [await self._queue.get()]
+            # A few turns of the loop first: the writes that follow from this one at once
+            # join it (a job's insert, then its start on a free worker: one commit).
+            for _ in range(GATHER_TURNS):
+                await asyncio.sleep(0)
             while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             # The whole batch in one call on the writer's thread: one hand-over each way,
