@@ -55,7 +55,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 Write = Callable[[Connection], None]
 BATCH = 256
-# Turns of the event loop the writer lets pass before it takes a batch (see _write_batches).
+# Turns of the event loop the writer lets pass after a job's insert (see _write_batches).
 GATHER_TURNS = 3
 # Reads at once (waiters, event streams, lists); each is one short statement.
 READER_THREADS = 4
@@ -125,6 +125,7 @@ class _Pending:
     done: asyncio.Future[None] | None
     committed: Callable[[], None] | None = None  # brings the rows kept in memory up to date
     ends: bool = False  # the write ends the job (its final state)
+    gathers: bool = False  # writes that follow at once (a job's start) join its commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +245,7 @@ class JobStore:
         def committed() -> None:
             self._rows[job_id] = row
 
-        return row, self._submit(write, (job_id,), committed)
+        return row, self._submit(write, (job_id,), committed, gathers=True)
 
     def started(self, job_id: str) -> int:
         """The job begins (again) on a worker: running, attempts + 1. Returns the attempt.
@@ -630,11 +631,16 @@ class JobStore:
         self._queue.put_nowait(_Pending(write, (job_id,), None, committed, ends))
 
     def _submit(
-        self, write: Write, job_ids: tuple[str, ...], committed: Callable[[], None] | None = None
+        self,
+        write: Write,
+        job_ids: tuple[str, ...],
+        committed: Callable[[], None] | None = None,
+        *,
+        gathers: bool = False,
     ) -> asyncio.Future[None]:
         """Queues the write; the future is done once it is committed (or has failed)."""
         done = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(write, job_ids, done, committed))
+        self._queue.put_nowait(_Pending(write, job_ids, done, committed, gathers=gathers))
         return done
 
     def _change_row(self, job_id: str, **changes: Any) -> None:
@@ -658,12 +664,14 @@ class JobStore:
         delay = RETRY_FIRST_S
         while True:
             batch = kept or [await self._queue.get()]
-            # A few turns of the loop first: the writes that follow from this one at once
-            # join it (a job's insert, then its start on a free worker: one commit).
-            for _ in range(GATHER_TURNS):
-                await asyncio.sleep(0)
-            while len(batch) < BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            self._take_queued(batch)
+            if any(pending.gathers for pending in batch):
+                # A job's insert: its start on a free worker follows within a few turns of
+                # the loop and joins its commit (one commit instead of two). Nothing else
+                # waits these turns (a job's end goes at once).
+                for _ in range(GATHER_TURNS):
+                    await asyncio.sleep(0)
+                self._take_queued(batch)
             # The whole batch in one call on the writer's thread: one hand-over each way,
             # however busy the event loop is with the runs.
             errors = await loop.run_in_executor(self._writer_thread, self._commit, batch)
@@ -687,6 +695,10 @@ class JobStore:
                 delay = min(delay * 2, RETRY_MAX_S)
             else:
                 delay = RETRY_FIRST_S
+
+    def _take_queued(self, batch: list[_Pending]) -> None:
+        while len(batch) < BATCH and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
 
     def _commit(self, batch: list[_Pending]) -> list[StoreUnavailable | None]:
         """Commits the batch; each write's error, if any. A batch that fails is tried again
