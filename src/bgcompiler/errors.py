@@ -130,6 +130,13 @@ class ShuttingDown(Unavailable):
     code = "shutting_down"
 
 
+class WorkerReplaced(Unavailable):
+    """A newer process runs under this worker's name (--worker-id): this one takes no more
+    jobs (a claim of its would look like the newer one's)."""
+
+    code = "worker_replaced"
+
+
 class SandboxError(BgcError):
     code = "internal_error"
 

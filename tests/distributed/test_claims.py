@@ -132,3 +132,34 @@ async def test_a_running_job_of_a_live_worker_is_left_alone(parts: Parts) -> Non
     assert await parts.jobs.claim(job_id, "w1", stale_before=0) is not None
     assert await parts.cluster.take_back(time.time() - 5, max_attempts=3) == []
     assert parts.row(job_id)[:3] == ("running", 1, "w1")
+
+
+async def test_a_process_older_than_its_worker_name_s_newest_claims_nothing(
+    parts: Parts,
+) -> None:
+    """Two processes under one worker name (a restart that overlaps the old process): once
+    the newer one has announced itself, the older one's claims are refused (WorkerReplaced),
+    fresh job or given-back job alike, and its heartbeat no longer overwrites the newer
+    one's; the newer one claims."""
+    from bgcompiler.errors import WorkerReplaced
+
+    def info(started_at: float) -> WorkerInfo:
+        return WorkerInfo("w1", "host", "runc", ("img",), 2, 0, {}, False, started_at)
+
+    older, newer = time.time() - 10, time.time()
+    await parts.cluster.heartbeat(info(older))
+    await parts.cluster.heartbeat(info(newer))
+    await parts.cluster.heartbeat(info(older))  # the older one still beats
+    fresh = await parts.job()
+    with pytest.raises(WorkerReplaced):
+        await parts.jobs.claim(fresh, "w1", stale_before=0, incarnation=older)
+    assert parts.row(fresh)[:2] == ("queued", 0)
+    claim = await parts.jobs.claim(fresh, "w1", stale_before=0, incarnation=newer)
+    assert claim is not None
+    assert claim.attempt == 1
+    given_back = await parts.job()
+    with psycopg.connect(parts.url, autocommit=True) as connection:
+        connection.execute("UPDATE jobs SET attempts = 1 WHERE id = %s", (given_back,))
+    with pytest.raises(WorkerReplaced):
+        await parts.jobs.claim(given_back, "w1", stale_before=0, incarnation=older)
+    assert parts.row(given_back)[:2] == ("queued", 1)

@@ -27,7 +27,7 @@ import structlog
 from bgcompiler.cluster.notify import CANCEL_CHANNEL, Listener
 from bgcompiler.cluster.queue import Delivery, JobQueue, JobReader, route
 from bgcompiler.core.plan import Plan
-from bgcompiler.errors import BgcError, ShuttingDown, StartupError
+from bgcompiler.errors import BgcError, ShuttingDown, StartupError, WorkerReplaced
 from bgcompiler.jobs.service import JobService
 from bgcompiler.languages import load_languages
 from bgcompiler.metrics import Metrics
@@ -56,6 +56,7 @@ class WorkerNode:
         self._runtime = settings.runtime_name or "runc"
         self._images: tuple[str, ...] = ()
         self._draining = False
+        self._replaced = False  # a newer process took this worker's name
         self._running: set[asyncio.Task[None]] = set()
 
     @property
@@ -129,10 +130,13 @@ class WorkerNode:
                 started_at=self._started_at,
             )
 
+        # Alive first: from now on a process that ran earlier under this name can no longer
+        # claim (its claims check the name's start time), so what is given back below can
+        # only go to a live worker.
+        await cluster.heartbeat(info())
         for orphan in await cluster.release(self._id):
             if orphan.route is not None:
                 await sender.send(orphan.id, orphan.route)
-        await cluster.heartbeat(info())  # alive before its first claim
         cancels = Listener(settings.database_url, {CANCEL_CHANNEL: jobs.cancel_running})
         await cancels.start()
         beating = asyncio.create_task(self._beat(cluster, info), name="heartbeat")
@@ -157,7 +161,7 @@ class WorkerNode:
             await reader.close()
             await sender.close()
             with contextlib.suppress(BgcError):
-                await cluster.leave(self._id)
+                await cluster.leave(self._id, self._started_at)
             await jobs.close()
             await box.close()
             log.info("worker stopped", worker=self._id)
@@ -181,7 +185,7 @@ class WorkerNode:
     ) -> None:
         room = asyncio.Semaphore(settings.workers)
         delay = 0.2
-        while True:
+        while not self._replaced:
             await room.acquire()
             try:
                 delivery = await reader.next()
@@ -208,7 +212,20 @@ class WorkerNode:
         job_id = delivery.job_id
         try:
             stale_before = time.time() - settings.visibility_timeout
-            claim = await store.claim(job_id, self._id, stale_before=stale_before)
+            try:
+                claim = await store.claim(
+                    job_id, self._id, stale_before=stale_before, incarnation=self._started_at
+                )
+            except WorkerReplaced:
+                # A newer process runs under this name: the job goes back to the queue for
+                # a live worker, and this process reads no more.
+                log.warning("this worker's name was taken over; it takes no more jobs")
+                self._replaced = True
+                row = await store.get(job_id)
+                if row is not None and row.route is not None:
+                    await sender.send(job_id, row.route)
+                await delivery.ack()
+                return
             if claim is None:  # ended, or a live worker holds it: a second delivery
                 await delivery.ack()
                 return

@@ -84,19 +84,28 @@ class ClusterStore:
         }
 
         def beat(connection: Connection) -> None:
+            # A process started earlier under the same name no longer overwrites the row.
             changed = connection.execute(
-                update(workers).where(workers.c.id == info.id).values(**values)
+                update(workers)
+                .where(workers.c.id == info.id, workers.c.started_at <= info.started_at)
+                .values(**values)
             )
-            if changed.rowcount == 0:
+            if changed.rowcount == 0 and not connection.scalar(
+                select(func.count()).select_from(workers).where(workers.c.id == info.id)
+            ):
                 connection.execute(insert(workers).values(id=info.id, **values))
 
         await self._write(beat)
 
-    async def leave(self, worker_id: str) -> None:
-        """The worker stopped cleanly: it is no longer listed."""
+    async def leave(self, worker_id: str, started_at: float | None = None) -> None:
+        """The worker stopped cleanly: it is no longer listed (unless a process started
+        later under its name: that one stays)."""
 
         def leave(connection: Connection) -> None:
-            connection.execute(delete(workers).where(workers.c.id == worker_id))
+            query = delete(workers).where(workers.c.id == worker_id)
+            if started_at is not None:
+                query = query.where(workers.c.started_at <= started_at)
+            connection.execute(query)
 
         await self._write(leave)
 

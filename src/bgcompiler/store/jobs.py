@@ -45,7 +45,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from bgcompiler.errors import InvalidRequest, StoreUnavailable
+from bgcompiler.errors import InvalidRequest, StoreUnavailable, WorkerReplaced
 from bgcompiler.store import statements
 from bgcompiler.store.database import for_reads
 from bgcompiler.store.schema import deliveries, events, jobs, workers
@@ -334,23 +334,39 @@ class JobStore:
 
     # --- distributed mode: a worker's hold on a job -----------------------------------------
 
-    async def claim(self, job_id: str, worker_id: str, *, stale_before: float) -> Claim | None:
+    async def claim(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        stale_before: float,
+        incarnation: float | None = None,
+    ) -> Claim | None:
         """Takes the job for this worker in a new attempt, if it is queued, or running on a
         worker not seen since `stale_before` (gone); None when it has ended or a live worker
         holds it (a message delivered twice is then dropped). The runs of an interrupted
-        attempt are discarded; event ids are never reused."""
+        attempt are discarded; event ids are never reused. With `incarnation` (the start of
+        this worker's process), WorkerReplaced if a process started later under its name."""
 
         def first_claim(connection: Connection) -> tuple[Claim, int] | None:
             # The common case in one statement, a transaction of its own (one round trip):
             # a job never run before (no events yet).
-            first = connection.execute(
-                statements.FIRST_CLAIM,
-                {"job_id": job_id, "claimer": worker_id, "now": time.time()},
-            ).first()
+            params = {"job_id": job_id, "claimer": worker_id, "now": time.time()}
+            if incarnation is None:
+                first = connection.execute(statements.FIRST_CLAIM, params).first()
+            else:
+                params["incarnation"] = incarnation
+                first = connection.execute(statements.FIRST_CLAIM_OF_INCARNATION, params).first()
             return (Claim(_job(first._mapping), 1), 0) if first is not None else None
 
         def claim(connection: Connection) -> tuple[Claim, int] | None:
             now = time.time()
+            if incarnation is not None:
+                current = connection.scalar(
+                    select(workers.c.started_at).where(workers.c.id == worker_id)
+                )
+                if current is not None and current != incarnation:
+                    raise WorkerReplaced(f"a newer process runs as worker {worker_id}")
             found = connection.execute(
                 select(jobs).where(jobs.c.id == job_id).with_for_update()
             ).first()

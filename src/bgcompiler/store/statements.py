@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Executable, and_, bindparam, exists, func,
 from sqlalchemy import update as update_
 from sqlalchemy.engine import Connection
 
-from bgcompiler.store.schema import events, jobs
+from bgcompiler.store.schema import events, jobs, workers
 
 RUNNING = "running"
 EVENT_COLUMNS = ("job_id", "id", "attempt", "kind", "data")
@@ -47,6 +47,15 @@ FIRST_CLAIM = (
     .where(jobs.c.id == bindparam("job_id"), jobs.c.status == "queued", jobs.c.attempts == 0)
     .values(status=RUNNING, attempts=1, worker=bindparam("claimer"), started_at=bindparam("now"))
     .returning(*jobs.c)
+)
+# The same, only for the process that started last under the worker's name.
+FIRST_CLAIM_OF_INCARNATION = FIRST_CLAIM.where(
+    exists(
+        select(workers.c.id).where(
+            workers.c.id == bindparam("claimer"),
+            workers.c.started_at == bindparam("incarnation"),
+        )
+    )
 )
 
 
