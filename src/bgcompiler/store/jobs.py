@@ -25,7 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+import psycopg
 import structlog
+from psycopg import sql as psycopg_sql
 from sqlalchemy import (
     ColumnElement,
     and_,
@@ -744,12 +746,31 @@ class JobStore:
         return errors
 
     def _notify(self, connection: Connection, batch: list[_Pending]) -> None:
-        """Tells the other nodes which jobs this commit touched (delivered at the commit)."""
-        if self._notifies:
-            ended = {job for pending in batch if pending.ends for job in pending.jobs}
-            for job_id in sorted({job for pending in batch for job in pending.jobs}):
-                payload = job_id + END_MARK if job_id in ended else job_id
-                connection.execute(statements.NOTIFY, {"channel": JOBS_CHANNEL, "payload": payload})
+        """Tells the other nodes which jobs this commit touched (delivered at the commit),
+        and commits: the notifications and the COMMIT are one query, one round trip.
+        Several statements in one query go only by PostgreSQL's simple protocol, without
+        parameters: the payloads are literals quoted by the driver. SQLAlchemy's commit
+        that follows finds no transaction open and sends nothing."""
+        if not self._notifies:
+            return
+        ended = {job for pending in batch if pending.ends for job in pending.jobs}
+        payloads = [
+            job_id + END_MARK if job_id in ended else job_id
+            for job_id in sorted({job for pending in batch for job in pending.jobs})
+        ]
+        if not payloads:
+            return
+        notices = [
+            psycopg_sql.SQL("SELECT pg_notify({}, {})").format(
+                psycopg_sql.Literal(JOBS_CHANNEL), psycopg_sql.Literal(payload)
+            )
+            for payload in payloads
+        ]
+        query = psycopg_sql.SQL("; ").join([*notices, psycopg_sql.SQL("COMMIT")])
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)  # notifications: PostgreSQL only
+        # no_parameters: the query goes as it is, by the simple protocol.
+        connection.execution_options(no_parameters=True).exec_driver_sql(query.as_string(driver))
 
     def _lost(self, job_id: str) -> None:
         log.warning("the job was taken over by another attempt; this one stops", job=job_id)
