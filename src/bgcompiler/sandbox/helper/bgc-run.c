@@ -204,6 +204,21 @@ static void unpack(void) {
 static void on_child(int signal_number) { (void)signal_number; }
 
 /*
+ * The time left (ns) before the limit of TIMEOUT_MS from STARTED; -1 when there is none
+ * (no limit, or the child was killed for it already). At the limit: kills the child's
+ * process group and the child, sets *timed_out and returns 0 (then reap the child).
+ */
+static long long time_left(pid_t child, long long started, long long timeout_ms, int *timed_out) {
+    if (timeout_ms <= 0 || *timed_out) return -1;
+    long long left_ns = started + timeout_ms * 1000000LL - now_ns();
+    if (left_ns > 0) return left_ns;
+    *timed_out = 1;
+    kill(-child, SIGKILL);
+    kill(child, SIGKILL);
+    return 0;
+}
+
+/*
  * An interactive run's wait: reaps the child like the plain wait below, while passing the
  * service's frames on (see the top of this file). `input` is the write end of the
  * program's standard input. Returns whether the time limit killed it.
@@ -231,14 +246,9 @@ static int live_wait(pid_t child, int input, const char *nonce, long long starte
         if (done == child) break;
         if (done < 0 && errno != EINTR) fail("cannot wait");
         struct timespec wait_for, *deadline = NULL;
-        if (timeout_ms > 0 && !timed_out) {
-            long long left_ns = started + timeout_ms * 1000000LL - now_ns();
-            if (left_ns <= 0) {
-                timed_out = 1;
-                kill(-child, SIGKILL);
-                kill(child, SIGKILL);
-                continue;
-            }
+        long long left_ns = time_left(child, started, timeout_ms, &timed_out);
+        if (left_ns == 0) continue;
+        if (left_ns > 0) {
             wait_for.tv_sec = left_ns / 1000000000LL;
             wait_for.tv_nsec = left_ns % 1000000000LL;
             deadline = &wait_for;
@@ -465,14 +475,9 @@ int main(int argc, char **argv) {
         pid_t done = wait4(child, &status, WNOHANG, &usage);
         if (done == child) break;
         if (done < 0 && errno != EINTR) fail("cannot wait");
-        if (timeout_ms > 0 && !timed_out) {
-            long long left_ns = started + timeout_ms * 1000000LL - now_ns();
-            if (left_ns <= 0) {
-                timed_out = 1;
-                kill(-child, SIGKILL);
-                kill(child, SIGKILL);
-                continue;
-            }
+        long long left_ns = time_left(child, started, timeout_ms, &timed_out);
+        if (left_ns == 0) continue;
+        if (left_ns > 0) {
             struct timespec wait_for = {left_ns / 1000000000LL, left_ns % 1000000000LL};
             sigtimedwait(&chld, NULL, &wait_for);
         } else {
