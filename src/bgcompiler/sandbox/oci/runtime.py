@@ -5,7 +5,10 @@ container's parent, hands it its own stdin/stdout/stderr (our pipes) and exits w
 exit code; `--keep` leaves the stopped container (and its cgroup, whose OOM counter is read
 after) until we delete it. runsc cannot keep a container after a foreground run, so it is
 started detached (`runsc run --detach`, the sandbox keeps our pipes) and `runsc wait` gives
-its exit code. Either way, `delete --force` ends what is left and removes the state.
+its exit code (when it can: a sandbox that is gone before the wait has its answer leaves
+none, which only matters for a run the helper could not report). Once a container has
+stopped, nothing of it runs any more: its cgroups and state files are removed in-process,
+as `delete` would; `delete --force` is for what is still up or busy.
 
 A runtime's own error output before the container starts goes to a log file in the
 bundle, never into the program's stderr: a run whose runtime logged an error is a failure
@@ -39,6 +42,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 COMMAND_S = 30.0
 # How long a removal waits for a finished run's runc process to exit by itself.
 STOP_WAIT_S = 2.0
+# How often, and how far apart, a stopped gVisor sandbox's cgroup is tried for removal
+# before `runsc delete` is left to do it.
+CGROUP_TRIES = 10
+CGROUP_RETRY_S = 0.02
 # The runtime processes need no environment of ours.
 _ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -228,21 +235,31 @@ class RuntimeProcess:
         return False
 
     async def remove_stopped(self, cgroups_path: str) -> bool:
-        """Removes a stopped runc container's state as `runc delete` would (its cgroups,
-        then its state directory), without a runc process: once the container has stopped
-        that is all there is, and a process less per run is what the machine's saturation
-        is made of. False when it cannot be done so (runsc; a container still up, or a
-        cgroup still busy): then `delete --force` it."""
-        if self.runtime.gvisor:
-            return False
+        """Removes a stopped container's state as `delete` would (its cgroups, then its
+        state files), without a runtime process: once the container has stopped that is all
+        there is (no process of it is left, under runc or runsc), and a process less per run
+        is what the machine's saturation is made of. False when it cannot be done so (a
+        container still up, or a cgroup still busy): then `delete --force` it."""
         try:
             async with asyncio.timeout(STOP_WAIT_S):
-                await self._process.wait()
+                if self._waiter is None:
+                    await self._process.wait()
+                else:  # ended, with its exit code or (a sandbox gone first) without one
+                    await asyncio.shield(self._waiter)
         except TimeoutError:
             return False
-        if not remove_cgroup(cgroups_path):
+        # A gVisor sandbox's processes leave its cgroup a moment after its wait returns.
+        for _ in range(CGROUP_TRIES if self.runtime.gvisor else 1):
+            if remove_cgroup(cgroups_path):
+                break
+            await asyncio.sleep(CGROUP_RETRY_S)
+        else:
             return False
-        shutil.rmtree(self.runtime.root / self.container_id, ignore_errors=True)
+        if self.runtime.gvisor:  # `<id>_sandbox:<id>.state` and its lock file
+            for entry in self.runtime.root.glob(f"{self.container_id}_*"):
+                entry.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.runtime.root / self.container_id, ignore_errors=True)
         return True
 
     async def finish(self) -> None:
