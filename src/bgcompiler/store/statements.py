@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, and_, bindparam, exists, func, insert, select
+from sqlalchemy import ColumnElement, Executable, and_, bindparam, exists, insert, select
 from sqlalchemy import update as update_
 from sqlalchemy.engine import Connection
 
 from bgcompiler.store.schema import events, jobs, workers
 
-RUNNING = "running"
+RUNNING = "running"  # store/jobs.py's (which imports this module)
 EVENT_COLUMNS = ("job_id", "id", "attempt", "kind", "data")
 
 GET_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"))
@@ -27,7 +27,6 @@ EVENTS_AFTER = (
     .where(events.c.job_id == bindparam("job_id"), events.c.id > bindparam("after"))
     .order_by(events.c.id)
 )
-NOTIFY = select(func.pg_notify(bindparam("channel"), bindparam("payload")))
 
 
 @functools.cache
