@@ -252,6 +252,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 for runtime in args.runtimes:
                     for name, call in cases(runtime).items():
                         samples = data["latency"].setdefault(f"{name}/{runtime}", [])
+                        await settle()
                         for _ in range(args.block):
                             samples.append(await call())
                         if name.startswith("service ") and runtime == "runc":
@@ -327,11 +328,25 @@ def children_cpu_s(pid: int) -> float:
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
+async def settle(most_s: float = 15.0, window_s: float = 0.25, idle_cpus: float = 0.3) -> None:
+    """Waits (at most `most_s`) until the machine is nearly idle: what the case before left
+    running in the background (dockerd removing containers, a warm pool refilling) must not
+    be counted against the next case."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + most_s
+    while loop.time() < give_up:
+        busy = machine_busy_s()
+        await asyncio.sleep(window_s)
+        if (machine_busy_s() - busy) / window_s < idle_cpus:
+            return
+
+
 async def measured_throughput(
     call: Callable[[], Awaitable[float]], args: argparse.Namespace, service_pid: int | None
 ) -> tuple[float, dict[str, float]]:
     """Runs per second at saturation, and the CPU per run of the machine and (for a
     service) of its own process and of the runtime commands it reaped."""
+    await settle()
     busy, own, reaped = machine_busy_s(), 0.0, 0.0
     if service_pid is not None:
         own, reaped = proc_cpu_s(service_pid), children_cpu_s(service_pid)
