@@ -491,16 +491,17 @@ def report(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
     floor = "saturation oci / docker floor"
     saturated_cpu = summary["cpu_ms_per_run"].get("service oci/runc", {}).get("service")
     targets = [
-        ("saturation oci >= 3 x docker floor (runc)", ratios.get(f"{floor} (runc)"), 3.0, True),
-        ("saturation oci >= 2 x docker floor (runsc)", ratios.get(f"{floor} (runsc)"), 2.0, True),
-        ("p50 oci <= 1.5 x bare runc run", ratios.get("p50 oci / bare floor (runc)"), 1.5, False),
-        ("service CPU < 5 ms per run (saturation)", saturated_cpu, 5.0, False),
-        ("RSS < 150 MB with 2000 queued", round(rss["peak_rss_mb"]), 150.0, False),
+        ("saturation oci >= 3 x docker floor (runc)", ratios.get(f"{floor} (runc)"), ">=", 3.0),
+        ("saturation oci >= 2 x docker floor (runsc)", ratios.get(f"{floor} (runsc)"), ">=", 2.0),
+        ("p50 oci <= 1.5 x bare runc run", ratios.get("p50 oci / bare floor (runc)"), "<=", 1.5),
+        ("service CPU < 5 ms per run (saturation)", saturated_cpu, "<", 5.0),
+        ("RSS < 150 MB with 2000 queued", round(rss["peak_rss_mb"]), "<", 150.0),
     ]  # fmt: skip
-    for name, value, bound, at_least in targets:
+    holds = {">=": float.__ge__, "<=": float.__le__, "<": float.__lt__}
+    for name, value, relation, bound in targets:
         if value is None:
             continue
-        met = value >= bound if at_least else value <= bound
+        met = holds[relation](float(value), bound)
         lines.append(f"| {name} | {value} | {'met' if met else 'missed'} |")
     return "\n".join(lines) + "\n"
 
