@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import shutil
 import statistics
 import sys
@@ -142,7 +143,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=150)
     parser.add_argument("--total", type=int, default=120)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--service-args", nargs="*", default=["--workers", "6"])
+    parser.add_argument(
+        "--service-args",
+        type=shlex.split,
+        default=["--workers", "6"],
+        help='the service\'s flags, as one string: --service-args "--engine oci --workers 6"',
+    )
     args = parser.parse_args()
     data = asyncio.run(bench(args))
     data["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
