@@ -35,6 +35,7 @@ from tests.conftest import (
     oci_leftovers,
     wait_until,
 )
+from tests.integration.seccomp_bpf import verdicts
 from tests.integration.test_piston_ws import (
     test_a_compiled_language_compiles_then_runs_with_live_input as live_compile_and_run,
 )
@@ -73,8 +74,9 @@ async def test_the_bundle_is_what_dockerd_gives_the_runtime(tmp_path: Path, runt
     container, field by field: only the root's path, the cgroup, the hostname file and the
     init's path (a link resolved) are ours, and dockerd's empty hooks and unset block-I/O
     weight are absent. Under runc the seccomp profile is replaced by the helper installing
-    the filter runc made of it once: byte for byte the filter the kernel holds for the
-    Docker path's container."""
+    the filter runc made of it once: it answers every system call (three architectures,
+    the arguments the profile tests) as the filter the kernel holds for the Docker path's
+    container does."""
     config = settings(tmp_path, runtime)
     spec = RunSpec(BUSYBOX, "true", (), b"", limits_from(config), config.runtime_name)
     helper = str(ensure_helper(None, Path(config.cache_dir)))
@@ -110,10 +112,14 @@ async def test_the_bundle_is_what_dockerd_gives_the_runtime(tmp_path: Path, runt
         made = await runc_filter(
             runc, helper, tmp_path / "bundle", "bgc-test-seccomp", "/bgc-test/seccomp"
         )
-        assert made == dockerd_filter
         assert len(made) > 8 * 500  # Docker's profile: hundreds of instructions
+        # runc lays the same rules out differently from one start to another: the filters
+        # must answer the same, whatever their bytes.
+        answers = verdicts(made)
+        assert answers == verdicts(dockerd_filter)
+        assert len(set(answers)) >= 3  # allow, errno and kill-process verdicts all occur
         loader = ours["process"]["args"][:4]
-        assert loader == [HELPER_IN_CONTAINER, "--seccomp", made.hex(), "--"]
+        assert loader == [HELPER_IN_CONTAINER, "--seccomp", dockerd_filter.hex(), "--"]
         del ours["process"]["args"][:4]
         ours["linux"]["seccomp"] = dockerd["linux"]["seccomp"]
     assert dockerd.pop("hooks", {}) == {}
