@@ -258,7 +258,8 @@ def test_count_out_of_range_creates_nothing(server: Server, count: int) -> None:
     response = server.compile(script="echo", image="bgc/busybox:latest", cmd="sh", count=count)
     assert response.status_code == 422
     assert response.json()["field"] == "count"
-    assert set(server.containers()) == before
+    # Nothing made; the warm pool may retire an idle container meanwhile (its own upkeep).
+    assert set(server.containers()) <= before
 
 
 @pytest.mark.parametrize(
