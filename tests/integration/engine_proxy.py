@@ -18,13 +18,16 @@ ENGINE_SOCKET = "/var/run/docker.sock"
 
 class EngineProxy:
     """Forwards connections to the engine; `cut()` refuses them, `freeze()` never answers,
-    and `kill_delay_s` holds each kill request that long before passing it on (a container
-    slow to come down: the engine answers a kill only once it is down)."""
+    `kill_delay_s` holds each kill request that long before passing it on (a container
+    slow to come down: the engine answers a kill only once it is down), and
+    `inspect_delay_s` each container inspect (dockerd holds a container's lock while it
+    handles its exit, and an inspect waits for the lock)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.mode = "forward"
         self.kill_delay_s = 0.0
+        self.inspect_delay_s = 0.0
         self._listener: socket.socket | None = None
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -105,6 +108,9 @@ class EngineProxy:
                 first_line = data.split(b"\r\n", 1)[0]
                 if requests and first_line.startswith(b"POST ") and b"/kill" in first_line:
                     time.sleep(self.kill_delay_s)
+                if requests and first_line.startswith(b"GET ") and b"/json " in first_line:
+                    if b"/containers/" in first_line and b"/containers/json" not in first_line:
+                        time.sleep(self.inspect_delay_s)
                 target.sendall(data)
             target.shutdown(socket.SHUT_WR)  # pass half-closes through (stdin EOF)
         except OSError:

@@ -339,6 +339,31 @@ def test_a_container_slow_to_come_down_still_answers_its_status_in_time(tmp_path
         proxy.stop()
 
 
+def test_an_inspect_slowed_by_the_exit_still_gives_the_run_its_result(tmp_path: Path) -> None:
+    """dockerd holds a container's lock while it handles the container's exit, and after a
+    fork bomb under gVisor that took over 2 s: the inspect that follows the exit waited
+    past the quick deadline and the run was reported as an internal error. While the
+    engine answers pings, a slow inspect is waited for; the run gets its own result.
+    Here the engine's proxy holds every container inspect for twice the engine timeout."""
+    proxy = EngineProxy(tmp_path / "engine.sock")
+    proxy.start()
+    server = launch(tmp_path, "--docker-host", proxy.url, "--engine-timeout", "1.5")
+    try:
+        proxy.inspect_delay_s = 3
+        response = server.compile(script="echo slow; exit 3", image=BUSYBOX, cmd="sh", count=1)
+        assert response.status_code == 200, response.text
+        result = response.json()[0]
+        assert (result["status"], result["exit_code"], result["stdout"]) == (
+            "runtime_error",
+            3,
+            "slow\n",
+        ), result
+    finally:
+        proxy.inspect_delay_s = 0
+        assert server.stop() == 0
+        proxy.stop()
+
+
 def test_gvisor_with_an_unknown_runtime_refuses_to_start(tmp_path: Path) -> None:
     """--gvisor checks the runtime is registered; an unknown one stops start-up with a reason."""
     server = launch(tmp_path, "--runtime", "no-such-runtime", runtime="runsc", wait=False)

@@ -216,12 +216,27 @@ class Engine:
         )
         return int(result["StatusCode"])
 
-    async def inspect(self, container_id: str) -> dict[str, Any]:
-        return await self._call(
+    async def inspect(self, container_id: str, *, just_ended: bool = False) -> dict[str, Any]:
+        """The container's state. `just_ended`: dockerd holds a container's lock while it
+        handles its exit, and under gVisor, with thousands of processes to tear down, that
+        takes seconds; a slow answer then is no sign of a hung engine as long as the engine
+        answers a ping, so the inspect is given the work deadline."""
+        call = self._call(
             "inspect",
             lambda: self._client._query_json(f"containers/{container_id}/json"),
             read=True,
+            work=just_ended,
         )
+        if not just_ended:
+            return await call
+        answer = asyncio.ensure_future(call)
+        try:
+            done, _ = await asyncio.wait({answer}, timeout=self._quick)
+            if not done:
+                await self.ping()  # EngineUnavailable within the quick deadline if it hangs
+            return await answer
+        finally:
+            answer.cancel()
 
     async def remove(self, container_id: str) -> None:
         """Force-removes (kills first); one already gone is not an error."""
