@@ -16,6 +16,14 @@ from pathlib import Path
 ENGINE_SOCKET = "/var/run/docker.sock"
 
 
+def _is_container_inspect(request_line: bytes) -> bool:
+    """`GET /v1.41/containers/<id>/json`, not the container list `GET .../containers/json`."""
+    method, _, rest = request_line.partition(b" ")
+    target = rest.partition(b" ")[0]
+    path = target.split(b"?", 1)[0].split(b"/")
+    return method == b"GET" and len(path) == 5 and path[2:5:2] == [b"containers", b"json"]
+
+
 class EngineProxy:
     """Forwards connections to the engine; `cut()` refuses them, `freeze()` never answers,
     `kill_delay_s` holds each kill request that long before passing it on (a container
@@ -108,9 +116,8 @@ class EngineProxy:
                 first_line = data.split(b"\r\n", 1)[0]
                 if requests and first_line.startswith(b"POST ") and b"/kill" in first_line:
                     time.sleep(self.kill_delay_s)
-                if requests and first_line.startswith(b"GET ") and b"/json " in first_line:
-                    if b"/containers/" in first_line and b"/containers/json" not in first_line:
-                        time.sleep(self.inspect_delay_s)
+                if requests and _is_container_inspect(first_line):
+                    time.sleep(self.inspect_delay_s)
                 target.sendall(data)
             target.shutdown(socket.SHUT_WR)  # pass half-closes through (stdin EOF)
         except OSError:

@@ -221,7 +221,7 @@ class Engine:
         handles its exit, and under gVisor, with thousands of processes to tear down, that
         takes seconds; a slow answer then is no sign of a hung engine as long as the engine
         answers a ping, so the inspect is given the work deadline."""
-        call = self._call(
+        call: Awaitable[dict[str, Any]] = self._call(
             "inspect",
             lambda: self._client._query_json(f"containers/{container_id}/json"),
             read=True,
