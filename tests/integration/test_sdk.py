@@ -77,6 +77,11 @@ def test_submit_events_wait_and_cancel(server: Server) -> None:
         assert done.status == "done"
         assert done.result is not None
         assert [run.stdout for run in done.result.runs] == ["r\n"] * 3
+        # With `wait`: one request, the job as it ended.
+        at_once = client.submit(image=BUSYBOX, run="echo now", script="", wait=30)
+        assert at_once.document.status == "done"
+        assert at_once.document.result is not None
+        assert at_once.document.result.runs[0].stdout == "now\n"
 
         slow = client.submit(image=BUSYBOX, run="sleep 30", script="")
         assert wait_until(lambda: slow.refresh().status == "running", timeout=20)
@@ -109,6 +114,10 @@ async def test_async_client_runs_submits_waits_cancels_and_names_problems(
         assert [run.stdout for run in done.result.runs] == ["r\n", "r\n"]
         kinds = [event.kind async for event in job.events()]
         assert kinds == ["started", "run", "run", "done"]
+        at_once = await client.submit(image=BUSYBOX, run="echo now", script="", wait=30)
+        assert at_once.document.status == "done"
+        assert at_once.document.result is not None
+        assert at_once.document.result.runs[0].stdout == "now\n"
 
         slow = await client.submit(image=BUSYBOX, run="sleep 30", script="")
         for _ in range(100):

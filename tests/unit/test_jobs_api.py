@@ -61,6 +61,35 @@ async def test_a_job_is_stored_before_the_202_and_its_result_is_the_runs_documen
     assert done["result"] == direct
 
 
+async def test_submit_with_wait_answers_201_with_the_ended_job_or_202_if_it_runs_on(
+    api: Callable[..., Any],
+) -> None:
+    """POST ?wait=S: one request instead of submit and GET ?wait. A job that ends within
+    S seconds: 201, the same document GET ?wait answers. One still running after S: 202,
+    the job as it is, and it goes on (GET ?wait finds it done)."""
+    client = await api()
+    quick = await client.post("/api/v1/jobs", json={**BODY, "count": 2}, params={"wait": 10})
+    assert quick.status_code == 201, quick.text
+    ended = quick.json()
+    assert quick.headers["location"] == f"/api/v1/jobs/{ended['id']}"
+    assert (ended["status"], ended["runs_done"]) == ("done", 2)
+    assert ended == (await client.get(f"/api/v1/jobs/{ended['id']}")).json()
+    slow = await client.post(
+        "/api/v1/jobs", json={**BODY, "run": "sleep 0.5; echo late"}, params={"wait": 0.05}
+    )
+    assert slow.status_code == 202, slow.text
+    assert slow.json()["status"] in ("queued", "running")
+    later = await client.get(f"/api/v1/jobs/{slow.json()['id']}", params={"wait": 10})
+    assert later.json()["status"] == "done"
+    assert later.json()["result"]["runs"][0]["stdout"] == "late\n"
+    refused = await client.post("/api/v1/jobs", json=BODY, params={"wait": 61})
+    assert refused.status_code == 422
+    assert (await client.get("/api/v1/jobs")).json()["jobs"] == [
+        {key: value for key, value in job.items() if key != "result"}
+        for job in (later.json(), ended)
+    ]
+
+
 async def test_events_replay_in_order_and_resume_after_last_event_id(
     api: Callable[..., Any],
 ) -> None:

@@ -54,14 +54,20 @@ async def document(
     return job_document(row, deliveries, with_result=with_result)
 
 
+WAIT = Query(gt=0, le=60, description="seconds, at most 60")
+
+
 @router.post(
     "",
     status_code=202,
-    summary="Submit a job: the body of POST /api/v1/runs, plus callback_url and metadata",
+    summary="Submit a job: the body of POST /api/v1/runs, plus callback_url and metadata; "
+    "with ?wait=S, answered 201 with the ended job if it ends within S seconds",
     response_model=JobOut,
-    responses=ERROR_RESPONSES,
+    responses=ERROR_RESPONSES | {201: {"description": "ended within ?wait", "model": JobOut}},
 )
-async def submit(body: JobRequest, request: Request) -> JSONResponse:
+async def submit(
+    body: JobRequest, request: Request, wait: Annotated[float | None, WAIT] = None
+) -> JSONResponse:
     svc = services(request)
     service = jobs(request)
     plan = await admit(request, svc, v1_plan(svc, body))
@@ -83,12 +89,15 @@ async def submit(body: JobRequest, request: Request) -> JSONResponse:
         callback_url=body.callback_url,
         owner=owner_of(request),
     )
+    location = {"Location": f"/api/v1/jobs/{job_id}"}
+    if wait is not None:
+        # Submit and wait in one request (as Judge0's ?wait=true): 201 once it has ended,
+        # and if it has not ended in time, 202 as without the wait.
+        row = await service.wait(job_id, wait)
+        if row.status in FINAL:
+            return JSONResponse(await document(service, job_id, row=row), 201, location)
     deliveries: list[Delivery] | None = [] if row.callback_url else None
-    return JSONResponse(
-        job_document(row, deliveries),
-        status_code=202,
-        headers={"Location": f"/api/v1/jobs/{job_id}"},
-    )
+    return JSONResponse(job_document(row, deliveries), status_code=202, headers=location)
 
 
 @router.get(
@@ -125,7 +134,7 @@ async def list_jobs(
 async def get_job(
     job_id: str,
     request: Request,
-    wait: Annotated[float | None, Query(gt=0, le=60, description="seconds, at most 60")] = None,
+    wait: Annotated[float | None, WAIT] = None,
 ) -> JSONResponse:
     service = jobs(request)
     row = await visible_job(request, job_id)

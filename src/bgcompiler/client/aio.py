@@ -100,10 +100,16 @@ class AsyncClient:
         body = body_of(RunRequest, request, fields)
         return parsed(RunResponse, await self.request("POST", "/api/v1/runs", json=body))
 
-    async def submit(self, request: JobRequest | None = None, /, **fields: Any) -> AsyncJob:
-        """Submits a durable job (POST /api/v1/jobs) and returns at once."""
+    async def submit(
+        self, request: JobRequest | None = None, /, *, wait: float | None = None, **fields: Any
+    ) -> AsyncJob:
+        """Submits a durable job (POST /api/v1/jobs) and returns at once; with `wait`
+        (seconds, at most 30), once it has ended or that time has passed,
+        whichever comes first: one request where submit and `wait()` take two."""
         body = body_of(JobRequest, request, fields)
-        document = parsed(JobOut, await self.request("POST", "/api/v1/jobs", json=body))
+        params = {"wait": min(wait, WAIT_STEP_S)} if wait is not None else None
+        answer = await self.request("POST", "/api/v1/jobs", json=body, params=params)
+        document = parsed(JobOut, answer)
         return AsyncJob(self, document)
 
     async def job(self, job_id: str) -> AsyncJob:
