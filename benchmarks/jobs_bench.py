@@ -1,8 +1,9 @@
-"""What durable jobs cost: a one-run job from submit to done (through `?wait`) against the
-same run through `POST /api/v1/runs`, and saturation through each, with the embedded SQLite
-store and with a real PostgreSQL server. Both paths run in the same service, one request of
-each in turn, so that the machine's drift hits both alike (a run's own time drifted by 30 ms
-between minutes here, ten times the difference measured).
+"""What durable jobs cost: a one-run job from submit to done (through `?wait`, in two
+requests or in one) against the same run through `POST /api/v1/runs`, and saturation
+through each, with the embedded SQLite store and with a real PostgreSQL server. All paths
+run in the same service, one request of each in turn, so that the machine's drift hits
+them alike (a run's own time drifted by 30 ms between minutes here, ten times the
+difference measured).
 
 Run with `make bench` (after bench.py). It writes benchmarks/results/jobs.md and jobs.json.
 """
@@ -52,37 +53,48 @@ async def through_jobs(session: aiohttp.ClientSession, url: str) -> None:
         raise RuntimeError(f"a job failed: {done}")
 
 
+async def through_job_at_once(session: aiohttp.ClientSession, url: str) -> None:
+    """The job submitted and waited for in one request (`POST ?wait`)."""
+    async with session.post(f"{url}/api/v1/jobs", json=BODY, params={"wait": "60"}) as response:
+        done = await response.json()
+    if response.status != 201 or done["result"]["runs"][0]["status"] != "ok":
+        raise RuntimeError(f"a job failed: {response.status} {done}")
+
+
+# The three ways, measured one request of each in turn.
+PATHS = {"runs": through_runs, "jobs": through_jobs, "at_once": through_job_at_once}
+
+
 async def measure(service: Service, args: argparse.Namespace) -> dict[str, Any]:
-    runs: list[float] = []
-    jobs: list[float] = []
-    saturation: dict[str, list[float]] = {"runs": [], "jobs": []}
+    times: dict[str, list[float]] = {path: [] for path in PATHS}
+    saturation: dict[str, list[float]] = {path: [] for path in PATHS}
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=600)
     ) as session:
         for _ in range(10):  # warm: the pool filled, the store's file and caches in use
-            await through_runs(session, service.url)
-            await through_jobs(session, service.url)
+            for call in PATHS.values():
+                await call(session, service.url)
         for _ in range(args.samples):
-            runs.append(await timed(partial(through_runs, session, service.url)))
-            jobs.append(await timed(partial(through_jobs, session, service.url)))
+            for path, call in PATHS.items():
+                times[path].append(await timed(partial(call, session, service.url)))
         for _ in range(args.rounds):
-            for path, call in (("runs", through_runs), ("jobs", through_jobs)):
+            for path, call in PATHS.items():
                 saturation[path].append(
                     await throughput(
                         partial(call, session, service.url), args.concurrency, args.total
                     )
                 )
-    return {
-        "runs_p50_ms": statistics.median(runs),
-        "jobs_p50_ms": statistics.median(jobs),
-        # Each job against the run just before it: the difference with the drift taken out.
-        "paired_added_p50_ms": statistics.median(j - r for r, j in zip(runs, jobs, strict=True)),
-        "runs_p99_ms": percentile(runs, 0.99),
-        "jobs_p99_ms": percentile(jobs, 0.99),
-        "runs_per_s": statistics.median(saturation["runs"]),
-        "jobs_per_s": statistics.median(saturation["jobs"]),
-        "samples": len(runs),
-    }
+    runs = times["runs"]
+    entry: dict[str, Any] = {"samples": len(runs)}
+    for path, measured in times.items():
+        entry[f"{path}_p50_ms"] = statistics.median(measured)
+        entry[f"{path}_p99_ms"] = percentile(measured, 0.99)
+        entry[f"{path}_per_s"] = statistics.median(saturation[path])
+        if path != "runs":
+            # Each job against the run just before it: the difference with the drift out.
+            paired = (j - r for r, j in zip(runs, measured, strict=True))
+            entry[f"{path}_paired_added_ms"] = statistics.median(paired)
+    return entry
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,26 +126,35 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"Measured {data['measured_at']}, service flags `{' '.join(args.service_args)}`, busybox "
         f"`echo hi`, runc. Latency: {data['stores']['sqlite']['samples']} one-run requests "
-        f"each way per store, alternating one by one (added: the difference of the p50s; "
-        f"paired: the median of each job's time less the run's before it). "
-        f"Saturation: {args.total} runs at concurrency {args.concurrency}, "
-        f"median of {args.rounds} rounds.",
+        f"each way per store, one of each way in turn (added: the difference of the p50s "
+        f"with `POST /api/v1/runs`; paired: the median of each job's time less the run's "
+        f"just before it). A job is waited for in two requests (`POST`, then `GET ?wait`) "
+        f"or in one (`POST ?wait`). Saturation: {args.total} runs at concurrency "
+        f"{args.concurrency}, median of {args.rounds} rounds.",
         "",
-        "| store | /api/v1/runs p50 | job submit -> done p50 | added | paired | target | "
-        "/api/v1/runs runs/s | jobs runs/s | ratio | target |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| store | way | p50 | added | paired | target | runs/s | ratio | target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    ways = {
+        "runs": "POST /api/v1/runs",
+        "jobs": "job: POST + GET ?wait",
+        "at_once": "job: POST ?wait",
+    }
     for name, entry in data["stores"].items():
-        added = entry["jobs_p50_ms"] - entry["runs_p50_ms"]
-        ratio = entry["jobs_per_s"] / entry["runs_per_s"]
-        lines.append(
-            f"| {name} | {entry['runs_p50_ms']:.1f} ms | {entry['jobs_p50_ms']:.1f} ms "
-            f"| **{added:+.1f} ms** | {entry['paired_added_p50_ms']:+.1f} ms "
-            f"| <= {TARGET_P50_MS:g} ms "
-            f"{'met' if added <= TARGET_P50_MS else 'missed'} "
-            f"| {entry['runs_per_s']:.1f} | {entry['jobs_per_s']:.1f} | **{ratio:.2f}x** "
-            f"| >= {TARGET_SATURATION}x {'met' if ratio >= TARGET_SATURATION else 'missed'} |"
-        )
+        for path, way in ways.items():
+            p50, per_s = entry[f"{path}_p50_ms"], entry[f"{path}_per_s"]
+            if path == "runs":
+                lines.append(f"| {name} | {way} | {p50:.1f} ms | | | | {per_s:.1f} | | |")
+                continue
+            added = p50 - entry["runs_p50_ms"]
+            ratio = per_s / entry["runs_per_s"]
+            lines.append(
+                f"| {name} | {way} | {p50:.1f} ms | **{added:+.1f} ms** "
+                f"| {entry[f'{path}_paired_added_ms']:+.1f} ms "
+                f"| <= {TARGET_P50_MS:g} ms {'met' if added <= TARGET_P50_MS else 'missed'} "
+                f"| {per_s:.1f} | **{ratio:.2f}x** "
+                f"| >= {TARGET_SATURATION}x {'met' if ratio >= TARGET_SATURATION else 'missed'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
