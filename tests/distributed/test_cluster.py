@@ -3,9 +3,11 @@ real PostgreSQL and a real Redis, and what happens when a part dies, freezes or 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import httpx
 import pytest
 
 import tests.conftest as shared
+from bgcompiler.cluster.queue import JobQueue
 from tests.conftest import BUSYBOX, PYTHON, Server, free_port, launch, wait_until
 from tests.distributed.cluster import (
     Cluster,
@@ -110,6 +113,38 @@ def test_jobs_run_on_workers_and_every_api_answers(api: Server, cluster: Cluster
     assert runs.json()["runs"][0]["stdout"] == "synchronous\n"
     seed = api.run("echo seed")
     assert seed["stdout"] == "seed\n", seed
+
+
+def test_a_job_sent_before_its_insert_commits_is_claimed_once_it_is_there(
+    api: Server, cluster: Cluster
+) -> None:
+    """An API node sends a job to the queue while its insert commits, so a worker can read
+    it before the row exists: it looks again (here the row comes 1.5 s later) and runs it
+    once, rather than dropping it as a second delivery."""
+    model = submit(api.url, echo("model"))
+    assert result(api.url, model)["status"] == "done"
+    [(to,)] = cluster.sql("SELECT route FROM jobs WHERE id = %s", model)
+    early = uuid.uuid4().hex
+
+    async def send() -> None:
+        queue = JobQueue(cluster.queue_url)
+        try:
+            await queue.send(early, to)
+        finally:
+            await queue.close()
+
+    asyncio.run(send())
+    time.sleep(1.5)
+    cluster.sql(
+        "INSERT INTO jobs (id, status, created_at, attempts, runs_total, runs_done, plan, api,"
+        " route, sent_at) SELECT %s, 'queued', created_at, 0, runs_total, 0, plan, api, route,"
+        " sent_at FROM jobs WHERE id = %s RETURNING id",
+        early,
+        model,
+    )
+    document = result(api.url, early)
+    assert (document["status"], document["attempts"]) == ("done", 1), document
+    assert document["result"]["runs"][0]["stdout"] == "model\n"
 
 
 def test_workers_are_listed_with_what_they_can_run(api: Server, cluster: Cluster) -> None:

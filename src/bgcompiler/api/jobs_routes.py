@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -82,18 +82,20 @@ async def submit(
         await webhooks.check(body.callback_url)
     job_id = uuid.uuid4().hex
     metadata = json.dumps(body.metadata) if body.metadata is not None else None
-    row = await service.submit(
-        job_id,
-        plan,
-        metadata=metadata,
-        callback_url=body.callback_url,
-        owner=owner_of(request),
-    )
+    owner = owner_of(request)
+
+    def submitted() -> Awaitable[JobRow]:
+        return service.submit(
+            job_id, plan, metadata=metadata, callback_url=body.callback_url, owner=owner
+        )
+
     location = {"Location": f"/api/v1/jobs/{job_id}"}
-    if wait is not None:
+    if wait is None:
+        row = await submitted()
+    else:
         # Submit and wait in one request (as Judge0's ?wait=true): 201 once it has ended,
         # and if it has not ended in time, 202 as without the wait.
-        row = await service.wait(job_id, wait)
+        row = await service.submit_and_wait(job_id, wait, submitted)
         if row.status in FINAL:
             return JSONResponse(await document(service, job_id, row=row), 201, location)
     deliveries: list[Delivery] | None = [] if row.callback_url else None

@@ -169,9 +169,17 @@ class ClusterJobs(JobService):
             owner=owner,
             route=to,
         )
-        await stored
+        # Sent while the insert commits: the worker's claim waits for the row
+        # (worker_node.CLAIM_PATIENCE_S), and the answer waits for both.
+        sent = asyncio.ensure_future(self._cluster.queue.send(job_id, to))
         try:
-            await self._cluster.queue.send(job_id, to)
+            await stored
+        except BgcError:
+            # Never stored: a message that went finds no job, and the worker drops it.
+            await asyncio.gather(sent, return_exceptions=True)
+            raise
+        try:
+            await sent
         except QueueUnavailable:
             with contextlib.suppress(StoreUnavailable):
                 await self._cluster.store.discard(job_id)

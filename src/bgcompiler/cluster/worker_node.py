@@ -27,7 +27,7 @@ import structlog
 from bgcompiler.cluster.notify import CANCEL_CHANNEL, Listener
 from bgcompiler.cluster.queue import Delivery, JobQueue, JobReader, route
 from bgcompiler.core.plan import Plan
-from bgcompiler.errors import BgcError, ShuttingDown, StartupError, WorkerReplaced
+from bgcompiler.errors import BgcError, NotFound, ShuttingDown, StartupError, WorkerReplaced
 from bgcompiler.jobs.service import JobService
 from bgcompiler.languages import load_languages
 from bgcompiler.metrics import Metrics
@@ -36,9 +36,14 @@ from bgcompiler.services import present_images
 from bgcompiler.settings import Settings
 from bgcompiler.store.cluster import ClusterStore, WorkerInfo
 from bgcompiler.store.database import database_url, open_database
-from bgcompiler.store.jobs import FAILED, JobStore
+from bgcompiler.store.jobs import FAILED, Claim, JobStore
 
 log = structlog.get_logger(__name__)
+
+# A job read from the queue before its insert has committed is looked for again: first
+# after this long, doubling, for up to the patience.
+CLAIM_RETRY_FIRST_S = 0.002
+CLAIM_PATIENCE_S = 10.0
 
 
 def worker_id(settings: Settings) -> str:
@@ -201,6 +206,25 @@ class WorkerNode:
             task.add_done_callback(self._running.discard)
             task.add_done_callback(lambda _: room.release())
 
+    async def _claim(self, store: JobStore, job_id: str, settings: Settings) -> Claim | None:
+        """Claims the job; an API node sends it while its insert commits, so a job not
+        found yet is looked for again, for up to CLAIM_PATIENCE_S."""
+        delay = CLAIM_RETRY_FIRST_S
+        give_up = time.monotonic() + CLAIM_PATIENCE_S
+        while True:
+            try:
+                return await store.claim(
+                    job_id,
+                    self._id,
+                    stale_before=time.time() - settings.visibility_timeout,
+                    incarnation=self._started_at,
+                )
+            except NotFound:
+                if time.monotonic() + delay > give_up:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     async def _handle(
         self,
         delivery: Delivery,
@@ -211,11 +235,14 @@ class WorkerNode:
     ) -> None:
         job_id = delivery.job_id
         try:
-            stale_before = time.time() - settings.visibility_timeout
             try:
-                claim = await store.claim(
-                    job_id, self._id, stale_before=stale_before, incarnation=self._started_at
-                )
+                claim = await self._claim(store, job_id, settings)
+            except NotFound:
+                # Its insert failed (the submit answered 503), or has not committed for
+                # longer than anyone waits: the watchdog sends a job queued for long again.
+                log.warning("a job sent to the queue is not in the store", job=job_id)
+                await delivery.ack()
+                return
             except WorkerReplaced:
                 # A newer process runs under this name: the job goes back to the queue for
                 # a live worker, and this process reads no more.

@@ -141,13 +141,34 @@ class JobService:
             raise NotFound(f"no job {job_id!r}")
         return row
 
-    async def wait(self, job_id: str, seconds: float) -> JobRow:
-        """The job once it has ended, or as it is after `seconds`."""
+    async def submit_and_wait(
+        self, job_id: str, seconds: float, submit: Callable[[], Awaitable[JobRow]]
+    ) -> JobRow:
+        """`submit()` (this service's, for the job), then the job once it has ended, or as
+        it is after `seconds`."""
+        # Watched from before it is sent: an end that comes before the answer is not missed,
+        # and the row just stored needs no read.
+        change = self._store.end_of(job_id)
+        try:
+            row = await submit()
+        except BaseException:
+            self._store.forget_change(job_id, change)
+            raise
+        return await self.wait(job_id, seconds, first=(change, row))
+
+    async def wait(
+        self, job_id: str, seconds: float, *, first: tuple[asyncio.Event, JobRow] | None = None
+    ) -> JobRow:
+        """The job once it has ended, or as it is after `seconds`. `first`: the job as the
+        caller knows it, and its end watched from before that."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
-            change = self._store.end_of(job_id)  # taken before the read: none is missed
-            row = await self.get(job_id)
+            if first is not None:
+                (change, row), first = first, None
+            else:
+                change = self._store.end_of(job_id)  # taken before the read: none is missed
+                row = await self.get(job_id)
             if row.status in FINAL:
                 # It will never change again: nobody else can be waiting on this one.
                 self._store.forget_change(job_id, change)

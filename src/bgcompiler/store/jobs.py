@@ -47,7 +47,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from bgcompiler.errors import InvalidRequest, StoreUnavailable, WorkerReplaced
+from bgcompiler.errors import InvalidRequest, NotFound, StoreUnavailable, WorkerReplaced
 from bgcompiler.store import statements
 from bgcompiler.store.database import for_reads
 from bgcompiler.store.schema import deliveries, events, jobs, workers
@@ -346,7 +346,8 @@ class JobStore:
     ) -> Claim | None:
         """Takes the job for this worker in a new attempt, if it is queued, or running on a
         worker not seen since `stale_before` (gone); None when it has ended or a live worker
-        holds it (a message delivered twice is then dropped). The runs of an interrupted
+        holds it (a message delivered twice is then dropped); NotFound when there is no
+        such job (yet: its insert may still be committing). The runs of an interrupted
         attempt are discarded; event ids are never reused. With `incarnation` (the start of
         this worker's process), WorkerReplaced if a process started later under its name."""
 
@@ -373,7 +374,7 @@ class JobStore:
                 select(jobs).where(jobs.c.id == job_id).with_for_update()
             ).first()
             if found is None:
-                return None
+                raise NotFound(f"no job {job_id!r}")
             row = _job(found._mapping)
             if row.status == RUNNING and row.worker is not None:
                 seen = connection.scalar(
