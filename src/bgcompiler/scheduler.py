@@ -26,7 +26,7 @@ from bgcompiler.core.events import Event, JobFinished
 from bgcompiler.core.execute import execute
 from bgcompiler.core.outcome import Outcome
 from bgcompiler.core.plan import Plan
-from bgcompiler.errors import Busy, ShuttingDown
+from bgcompiler.errors import BgcError, Busy, ShuttingDown
 from bgcompiler.logs import run_figures
 from bgcompiler.metrics import Metrics
 from bgcompiler.models import RunResult, RunSpec
@@ -261,8 +261,11 @@ class Scheduler:
                 job.outcome.cancel()
             raise
         except Exception as exc:  # the image vanished, or a bug: the job fails, the worker lives
-            if not isinstance(exc, ShuttingDown):
-                log.warning("job failed", job=job.id, error=repr(exc))
+            if isinstance(exc, BgcError):
+                if not isinstance(exc, ShuttingDown):
+                    log.warning("job failed", job=job.id, error=repr(exc))
+            else:  # not one of ours: a bug, whose traceback is what fixes it
+                log.error("job failed", job=job.id, error=repr(exc), exc_info=exc)
             if not job.outcome.done():
                 job.outcome.set_exception(exc)
         finally:

@@ -178,12 +178,11 @@ class RuntimeProcess:
             finally:  # the runtime has its copies (or failed to start)
                 for fd in (stdin_read, stdout_write, stderr_write):
                     os.close(fd)
-            stream = await PipeStream.open(*ours)
         except BaseException:
             for fd in ours:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                os.close(fd)
             raise
+        stream = PipeStream(*ours)  # owns them from here
         started = cls(runtime, container_id, bundle, process, stream)
         if runtime.gvisor:
             # `run --detach` returns once the container runs (or could not be started).
