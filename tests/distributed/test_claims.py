@@ -4,6 +4,7 @@ vanished workers (or fails them once their attempts are used up, saying why)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -163,3 +164,19 @@ async def test_a_process_older_than_its_worker_name_s_newest_claims_nothing(
     with pytest.raises(WorkerReplaced):
         await parts.jobs.claim(given_back, "w1", stale_before=0, incarnation=older)
     assert parts.row(given_back)[:2] == ("queued", 1)
+
+
+async def test_nodes_started_together_on_a_new_database_all_open_it(postgres_url: str) -> None:
+    """An API node and its workers started at once against an empty database each apply
+    the migrations: one at a time (the later ones find the schema made), none fails."""
+    url = database_url(create_database(postgres_url, f"fresh_{uuid.uuid4().hex[:8]}"), "/tmp")
+    opened = await asyncio.gather(
+        *(open_database(url, "/tmp") for _ in range(4)), return_exceptions=True
+    )
+    for engine in opened:
+        if isinstance(engine, Engine):
+            engine.dispose()
+    assert [e for e in opened if not isinstance(e, Engine)] == []
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
+        [(version_rows,)] = connection.execute("SELECT count(*) FROM alembic_version")
+    assert version_rows == 1

@@ -11,13 +11,15 @@ from typing import Any
 import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 
 from bgcompiler.errors import StartupError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+# The PostgreSQL advisory lock that serialises migrations (any constant of our own).
+_MIGRATION_LOCK = 0x6267632D6D6967  # "bgc-mig"
 
 
 def database_url(database_url: str | None, data_dir: str) -> str:
@@ -51,6 +53,12 @@ def _open(url: str, data_dir: str) -> Engine:
         event.listen(engine, "checkout", _still_connected)
     try:
         with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                # Nodes started together (an API node and its workers) would each create the
+                # schema: one at a time, the later ones find it made. Held until the commit.
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                )
             _migrate(connection)
     except (SQLAlchemyError, OSError) as exc:
         engine.dispose()
