@@ -261,11 +261,10 @@ class Scheduler:
                 job.outcome.cancel()
             raise
         except Exception as exc:  # the image vanished, or a bug: the job fails, the worker lives
-            if isinstance(exc, BgcError):
-                if not isinstance(exc, ShuttingDown):
-                    log.warning("job failed", job=job.id, error=repr(exc))
-            else:  # not one of ours: a bug, whose traceback is what fixes it
+            if not isinstance(exc, BgcError):  # not one of ours: a bug, fixed by its traceback
                 log.error("job failed", job=job.id, error=repr(exc), exc_info=exc)
+            elif not isinstance(exc, ShuttingDown):
+                log.warning("job failed", job=job.id, error=repr(exc))
             if not job.outcome.done():
                 job.outcome.set_exception(exc)
         finally:

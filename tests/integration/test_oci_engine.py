@@ -127,8 +127,10 @@ async def test_the_bundle_is_what_dockerd_gives_the_runtime(tmp_path: Path, runt
     # dockerd orders its mounts with an unstable sort by depth: mounts that do not contain
     # one another come in any order from one container to the next (seen: 1 run in 5 here).
     # Their order does not matter; they are compared by destination.
-    for config in (ours, dockerd):
-        config["mounts"] = sorted(config["mounts"], key=lambda mount: mount["destination"])
+    for made_config in (ours, dockerd):
+        made_config["mounts"] = sorted(
+            made_config["mounts"], key=lambda mount: mount["destination"]
+        )
     assert ours == dockerd
 
 

@@ -41,8 +41,9 @@ from bgcompiler.store.jobs import FAILED, Claim, JobStore
 log = structlog.get_logger(__name__)
 
 # A job read from the queue before its insert has committed is looked for again: first
-# after this long, doubling, for up to the patience.
+# after this long, doubling up to the max, for up to the patience.
 CLAIM_RETRY_FIRST_S = 0.002
+CLAIM_RETRY_MAX_S = 1.0
 CLAIM_PATIENCE_S = 10.0
 
 
@@ -223,7 +224,7 @@ class WorkerNode:
                 if time.monotonic() + delay > give_up:
                     raise
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, CLAIM_RETRY_MAX_S)
 
     async def _handle(
         self,

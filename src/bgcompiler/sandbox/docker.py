@@ -337,7 +337,7 @@ class DockerSandbox:
         except TimeoutError:
             await self._engine.ping()  # EngineUnavailable when it is the engine that hangs
             log.warning("container slow to come down", container=container_id)
-        state = (await self._engine.inspect(container_id, just_ended=True)).get("State", {})
+        state = (await self._engine.inspect(container_id)).get("State", {})
         if state.get("Error"):
             raise SandboxError(f"the engine reported: {state['Error']}")
         oom = bool(state.get("OOMKilled")) or watch.oom

@@ -4,9 +4,11 @@ Every call has a deadline (a hung engine must not hang a worker), and every fore
 error (aiodocker, aiohttp, OSError, timeouts) is translated here:
 no answer -> EngineUnavailable, an error status -> EngineError(status).
 
-Two deadlines: `quick_timeout` for calls the engine answers from memory (ping, inspect,
-list, kill), so a hung engine is noticed within seconds; a longer one for calls that do
-real work (create, start, remove), which take seconds under load, especially under gVisor.
+Two deadlines: `quick_timeout` for calls the engine answers from memory (ping, list,
+kill), so a hung engine is noticed within seconds; a longer one for calls that do real
+work (create, start, remove), which take seconds under load, especially under gVisor. An
+inspect waits for the container's lock: it gets the longer one while the engine answers
+pings.
 Read-only calls are retried once on a broken connection: after an engine restart, pooled
 connections are stale and the first call on each fails although the engine is back.
 """
@@ -216,20 +218,20 @@ class Engine:
         )
         return int(result["StatusCode"])
 
-    async def inspect(self, container_id: str, *, just_ended: bool = False) -> dict[str, Any]:
-        """The container's state. `just_ended`: dockerd holds a container's lock while it
-        handles its exit, and under gVisor, with thousands of processes to tear down, that
-        takes seconds; a slow answer then is no sign of a hung engine as long as the engine
-        answers a ping, so the inspect is given the work deadline."""
-        call: Awaitable[dict[str, Any]] = self._call(
-            "inspect",
-            lambda: self._client._query_json(f"containers/{container_id}/json"),
-            read=True,
-            work=just_ended,
+    async def inspect(self, container_id: str) -> dict[str, Any]:
+        """The container's state. dockerd holds a container's lock while it handles its
+        exit, and under gVisor, with thousands of processes to tear down, that takes
+        seconds: a slow inspect is no sign of a hung engine as long as the engine answers a
+        ping, so it is given the work deadline, and the engine is pinged if it has not
+        answered within the quick one."""
+        answer: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(
+            self._call(
+                "inspect",
+                lambda: self._client._query_json(f"containers/{container_id}/json"),
+                read=True,
+                work=True,
+            )
         )
-        if not just_ended:
-            return await call
-        answer = asyncio.ensure_future(call)
         try:
             done, _ = await asyncio.wait({answer}, timeout=self._quick)
             if not done:
