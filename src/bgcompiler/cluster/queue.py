@@ -21,6 +21,9 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from taskiq.acks import AckableMessage
 from taskiq.message import BrokerMessage
@@ -239,4 +242,9 @@ def _broker(
         additional_streams=dict.fromkeys(others, ">"),
         socket_connect_timeout=2.0,
         socket_timeout=timeout_s,
+        # A pooled connection is dead after Redis restarted; a command that finds it so is
+        # sent once more on a new connection (a Redis still down then fails it). Only on a
+        # connection error: a timeout is not doubled. A send repeated after it was already
+        # taken is a duplicate message, which a worker's claim drops.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
