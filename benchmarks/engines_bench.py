@@ -226,7 +226,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 image_id,
                 CACHE_DIR,
                 helper,
-                await engine_filter(state) if runtime == "runc" else None,
+                await engine_filter(state),
             )
             latency_only[f"hardened bare/{runtime}"] = hardened.run
         async with aiohttp.ClientSession(

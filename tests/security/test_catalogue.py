@@ -227,6 +227,32 @@ def test_the_host_is_invisible(server: Server) -> None:
     assert_contained(server, result)
 
 
+SECCOMP_PROBE = r"""
+import ctypes, errno
+print(next(line for line in open('/proc/self/status') if line.startswith('Seccomp:')).strip())
+libc = ctypes.CDLL(None, use_errno=True)
+for name, call in (('unshare', lambda: libc.unshare(0x10000000)),  # CLONE_NEWUSER
+                   ('keyctl', lambda: libc.syscall(250, 0, 0, 0, 0, 0))):  # keyctl(2)
+    refused = call() == -1 and ctypes.get_errno() == errno.EPERM
+    print(name, 'refused' if refused else 'allowed')
+"""
+
+
+def test_docker_s_seccomp_profile_is_in_force(server: Server) -> None:
+    """The run is under a seccomp filter (`Seccomp: 2`), and calls Docker's default profile
+    refuses a container without capabilities are refused with EPERM: a new user namespace
+    (which the kernel itself allows without privilege) and the kernel keyring. gVisor, too,
+    applies the profile only when told to (`--oci-seccomp`)."""
+    result = py(server, SECCOMP_PROBE)
+    assert result["status"] == "ok", result
+    assert result["stdout"].splitlines() == [
+        "Seccomp:\t2",
+        "unshare refused",
+        "keyctl refused",
+    ], result
+    assert_contained(server, result)
+
+
 def test_a_run_cannot_read_what_an_earlier_run_left(server: Server) -> None:
     """Files written by run A in /bg, /tmp and /dev/shm are not there for run B."""
     server.run("for d in /bg /tmp /dev/shm; do echo secret > $d/secret; done")

@@ -40,10 +40,22 @@ class Sandbox(Protocol):
         its output going to it as it arrives (all of it before this returns)."""
 
 
+# Prints "ok" only under a seccomp filter (mode 2). A runtime that ignores the profile
+# (runsc registered without --oci-seccomp) must not serve runs: the service refuses to
+# start rather than run programs without the filter the documentation promises.
+PROOF_COMMAND = (
+    'while read -r key value; do [ "$key" = Seccomp: ] && mode=$value; done < /proc/self/status;'
+    ' if [ "$mode" = 2 ]; then echo ok; else'
+    ' echo "no seccomp filter in force (Seccomp: ${mode:-none}); runsc applies one only when'
+    ' started with --oci-seccomp" >&2; exit 1; fi'
+)
+
+
 def proof_spec(image: str, limits: Limits, runtime: str | None) -> RunSpec:
-    """The run a sandbox makes at start-up to prove that its runtime runs containers."""
+    """The run a sandbox makes at start-up to prove that its runtime runs containers, under
+    Docker's seccomp profile."""
     return RunSpec(
-        image=image, command="echo ok", files=(), stdin=b"", limits=limits, runtime=runtime
+        image=image, command=PROOF_COMMAND, files=(), stdin=b"", limits=limits, runtime=runtime
     )
 
 

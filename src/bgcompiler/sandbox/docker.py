@@ -114,6 +114,10 @@ class DockerSandbox:
             raise StartupError(f"the engine refused a start-up check: {exc.message}") from exc
 
     async def _abandon(self) -> None:
+        # A start-up run that failed (the runtime's proof) has its removal under way: it
+        # needs the engine, so it ends before the engine is closed.
+        if self._removals:
+            await asyncio.gather(*self._removals, return_exceptions=True)
         await self._monitor.stop()
         await self._engine.close()
         self._lease.release()

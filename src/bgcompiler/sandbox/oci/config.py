@@ -120,8 +120,9 @@ def bundle_config(
     of the bgc-run helper and of dockerd's init, both mounted read-only. `hostname_file`:
     this run's /etc/hostname. `cgroups_path`: the run's own cgroup (under each controller).
     `seccomp_filter`: Docker's profile as runc compiles it (seccomp_filter.py), installed
-    by the helper in front of the init instead of by the runtime; None: the runtime
-    installs the profile itself (runsc, which applies it in its own kernel).
+    by the helper in front of the init instead of by the runtime (under runc and runsc
+    alike); None: the profile is in the config, for the runtime to compile (runc does;
+    runsc ignores it unless started with `--oci-seccomp`).
     """
     limits = spec.limits
     memory = limits.memory_mb * 1024 * 1024

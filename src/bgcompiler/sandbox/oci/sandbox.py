@@ -137,6 +137,8 @@ class OciSandbox:
             raise StartupError(f"the oci engine failed a start-up check: {message}") from exc
 
     async def _abandon(self) -> None:
+        if self._removals:  # a start-up run's (the runtime's proof)
+            await asyncio.gather(*self._removals, return_exceptions=True)
         await self._remove_own()
         await self._engine.close()
         self._lease.release()
@@ -297,7 +299,7 @@ class OciSandbox:
             hostname=hostname,
             hostname_file=hostname_file,
             cgroups_path=self._cgroups_path(container_id),
-            seccomp_filter=None if runtime.gvisor else self._seccomp_filter,
+            seccomp_filter=self._seccomp_filter,
             live=live,
         )
         (bundle / "config.json").write_text(json.dumps(config, separators=(",", ":")))
