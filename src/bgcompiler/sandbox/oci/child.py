@@ -1,4 +1,5 @@
-"""Runtime processes started with vfork and awaited through a pidfd, not the loop's machinery.
+"""Runtime processes started with vfork and awaited through a pidfd, not the loop's machinery
+(and the end of a process that is not ours, awaited the same way).
 
 The service runs on uvloop, whose subprocesses are made with fork(): the service (100 MB
 and more) has its page tables copied for each runc process, 10-12 ms of CPU and of latency
@@ -57,25 +58,13 @@ class Child:
         """Its exit status (negative: the signal that killed it), once it has exited."""
         if self.returncode is not None:
             return self.returncode
-        loop = asyncio.get_running_loop()
         try:
             pidfd = os.pidfd_open(self._popen.pid)
         except ProcessLookupError:  # already reaped (never, as we alone wait), or gone
             self.returncode = self._popen.wait()
             return self.returncode
         try:
-            exited: asyncio.Future[None] = loop.create_future()
-
-            def readable() -> None:
-                if not exited.done():
-                    exited.set_result(None)
-
-            loop.add_reader(pidfd, readable)
-            try:
-                if self._popen.poll() is None:
-                    await exited
-            finally:
-                loop.remove_reader(pidfd)
+            await ended(pidfd)
         finally:
             os.close(pidfd)
         self.returncode = self._popen.wait()  # exited: this does not block
@@ -98,3 +87,30 @@ class Child:
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self._popen.kill()
+
+
+async def ended(pidfd: int) -> None:
+    """Returns once the process of `pidfd` has ended: exited, whether or not its parent has
+    reaped it yet (a pidfd is readable from then on), so this works for any process, not
+    only a child of ours."""
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+
+
+def open_pidfd(pid_file: Path) -> int | None:
+    """A pidfd of the process whose pid `pid_file` holds; None when the file cannot be read
+    or the process is already gone (reaped)."""
+    try:
+        return os.pidfd_open(int(pid_file.read_text().strip()))
+    except (OSError, ValueError):
+        return None

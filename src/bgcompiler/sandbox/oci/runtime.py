@@ -6,9 +6,13 @@ exit code; `--keep` leaves the stopped container (and its cgroup, whose OOM coun
 after) until we delete it. runsc cannot keep a container after a foreground run, so it is
 started detached (`runsc run --detach`, the sandbox keeps our pipes) and `runsc wait` gives
 its exit code (when it can: a sandbox that is gone before the wait has its answer leaves
-none, which only matters for a run the helper could not report). Once a container has
-stopped, nothing of it runs any more: its cgroups and state files are removed in-process,
-as `delete` would; `delete --force` is for what is still up or busy.
+none, which only matters for a run the helper could not report). The sandbox's end itself
+is seen on a pidfd of its process (its pid from `--pid-file`): `runsc wait` returns only
+once the sandbox has been reaped, and the sandbox, which is nobody's child once `run
+--detach` has exited, is reaped by the host's pid 1 whenever it gets to it (1.5-2 s later
+here). Once a container has stopped, nothing of it runs any more: its cgroups and state
+files are removed in-process, as `delete` would; `delete --force` is for what is still up
+or busy.
 
 A runtime's own error output before the container starts goes to a log file in the
 bundle, never into the program's stderr: a run whose runtime logged an error is a failure
@@ -30,12 +34,13 @@ from pathlib import Path
 import structlog
 
 from bgcompiler.errors import SandboxError, StartupError
-from bgcompiler.sandbox.oci.child import Child
+from bgcompiler.sandbox.oci.child import Child, ended, open_pidfd
 from bgcompiler.sandbox.oci.pipes import PipeStream
 
 log = structlog.get_logger(__name__)
 
 LOG_NAME = "runtime.log"
+SANDBOX_PID_NAME = "sandbox.pid"  # runsc's --pid-file: the sandbox process's pid
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # How long one runtime command (kill, wait once the program ended, delete, list) may take.
 # A gVisor sandbox killing a fork bomb under CPU contention took seconds here.
@@ -149,6 +154,7 @@ class RuntimeProcess:
         self._process = process
         self.stream = stream
         self._waiter: asyncio.Task[tuple[int, bytes]] | None = None
+        self._sandbox: int | None = None  # a pidfd of the gVisor sandbox's process
 
     @classmethod
     async def start(cls, runtime: Runtime, container_id: str, bundle: Path) -> RuntimeProcess:
@@ -158,7 +164,8 @@ class RuntimeProcess:
         The pipes are ours, not asyncio's process pipes: the runtime process may end long
         before them (runsc detaches; its sandbox holds them), and asyncio would wait for
         every pipe to close before reporting the process's exit."""
-        mode = ("run", "--detach") if runtime.gvisor else ("run", "--keep")
+        pid_file = str(bundle / SANDBOX_PID_NAME)
+        mode = ("run", "--detach", "--pid-file", pid_file) if runtime.gvisor else ("run", "--keep")
         stdin_read, stdin_write = os.pipe()
         stdout_read, stdout_write = os.pipe()
         stderr_read, stderr_write = os.pipe()
@@ -190,6 +197,8 @@ class RuntimeProcess:
             if code != 0:
                 started.stream.close()
                 raise SandboxError(f"runsc could not start the container: {started.error()}")
+            # Opened at once: the pid is the sandbox's (alive, or ended and not yet reaped).
+            started._sandbox = open_pidfd(bundle / SANDBOX_PID_NAME)
             # A detached sandbox gives its exit code only to a `wait` that began before the
             # end: it begins now, while the helper still waits for the run's archive.
             started._waiter = asyncio.create_task(runtime.call("wait", container_id, within_s=None))
@@ -243,10 +252,14 @@ class RuntimeProcess:
             async with asyncio.timeout(STOP_WAIT_S):
                 if self._waiter is None:
                     await self._process.wait()
+                elif self._sandbox is not None:
+                    await ended(self._sandbox)
                 else:  # ended, with its exit code or (a sandbox gone first) without one
                     await asyncio.shield(self._waiter)
         except TimeoutError:
             return False
+        finally:
+            self._close_sandbox()
         # A gVisor sandbox's processes leave its cgroup a moment after its wait returns.
         for _ in range(CGROUP_TRIES if self.runtime.gvisor else 1):
             if remove_cgroup(cgroups_path):
@@ -263,10 +276,16 @@ class RuntimeProcess:
 
     async def finish(self) -> None:
         """After the run: the runtime process has exited and the pipes are closed."""
+        self._close_sandbox()
         await self._process.wait()
         if self._waiter is not None:
             await asyncio.gather(self._waiter, return_exceptions=True)
         await self.stream.ended()
+
+    def _close_sandbox(self) -> None:
+        if self._sandbox is not None:
+            os.close(self._sandbox)
+            self._sandbox = None
 
 
 def logged_error(bundle: Path) -> str | None:

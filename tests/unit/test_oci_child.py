@@ -1,0 +1,69 @@
+"""The end of a process that is not our child (a gVisor sandbox, once `runsc run --detach`
+has exited) is seen on a pidfd, whoever reaps it; a pid file that cannot be used gives
+nothing to wait on rather than a wrong process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bgcompiler.sandbox.oci.child import Child, ended, open_pidfd
+
+pytestmark = pytest.mark.asyncio
+
+
+def orphan(pid_file: Path) -> int:
+    """A `sleep` whose parent has exited (so it is not our child), its pid in `pid_file`."""
+    subprocess.run(
+        ["sh", "-c", f"sleep 30 </dev/null >/dev/null 2>&1 & echo $! > {pid_file}"], check=True
+    )
+    return int(pid_file.read_text())
+
+
+async def test_the_end_of_a_process_that_is_not_ours_is_seen(tmp_path: Path) -> None:
+    """Waiting goes on while it runs, and ends once it is killed."""
+    pid_file = tmp_path / "sandbox.pid"
+    pid = orphan(pid_file)
+    pidfd = open_pidfd(pid_file)
+    assert pidfd is not None
+    try:
+        waiting = asyncio.ensure_future(ended(pidfd))
+        done, _ = await asyncio.wait([waiting], timeout=0.3)
+        assert not done  # still running
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.wait_for(waiting, timeout=10)
+    finally:
+        os.close(pidfd)
+
+
+async def test_an_unusable_pid_file_gives_nothing_to_wait_on(tmp_path: Path) -> None:
+    """Absent, not a number, or the pid of a process already gone: None."""
+    assert open_pidfd(tmp_path / "absent.pid") is None
+    (tmp_path / "garbage.pid").write_text("not a pid\n")
+    assert open_pidfd(tmp_path / "garbage.pid") is None
+    child = Child.spawn(
+        ["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert await child.wait() == 0  # reaped: its pid names no process now
+    (tmp_path / "gone.pid").write_text(f"{child.pid}\n")
+    assert open_pidfd(tmp_path / "gone.pid") is None
+
+
+async def test_a_child_s_exit_status_is_awaited(tmp_path: Path) -> None:
+    """`Child.wait` (the same pidfd wait): the status, and the signal as a negative one."""
+    env = {"PATH": "/usr/bin:/bin"}
+    quiet = {
+        "stdin": subprocess.DEVNULL,
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+    }
+    assert await Child.spawn(["sh", "-c", "exit 3"], env=env, **quiet).wait() == 3
+    killed = Child.spawn(["sleep", "30"], env=env, **quiet)
+    killed.kill()
+    assert await killed.wait() == -signal.SIGKILL
