@@ -71,10 +71,13 @@ def test_container_runs_on_the_second_engine_and_not_the_first(
 
 
 def test_second_engine_runs_runsc(second_engine: SecondEngine) -> None:
-    """The second engine has the first engine's runtimes: a runsc container runs gVisor."""
+    """The second engine has the first engine's runtimes: a runsc container runs gVisor
+    (its kernel log says so; reading it is a call Docker's seccomp profile refuses, which
+    runsc applies as registered, with --oci-seccomp: unconfined for this one look)."""
     done = second_engine.docker(
-        "run", "--rm", "--runtime=runsc", "--network=none", BUSYBOX, "dmesg"
-    )
+        "run", "--rm", "--runtime=runsc", "--network=none",
+        "--security-opt", "seccomp=unconfined", BUSYBOX, "dmesg",
+    )  # fmt: skip
     assert "Starting gVisor" in done.stdout
 
 

@@ -1,6 +1,5 @@
-"""The end of a process that is not our child (a gVisor sandbox, once `runsc run --detach`
-has exited) is seen on a pidfd, whoever reaps it; a pid file that cannot be used gives
-nothing to wait on rather than a wrong process."""
+"""The runtime processes' end, awaited on a pidfd: a child's exit status (a signal as a
+negative one), and the end of any process, whoever reaps it."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bgcompiler.sandbox.oci.child import Child, ended, open_pidfd
+from bgcompiler.sandbox.oci.child import Child, ended
 
 pytestmark = pytest.mark.asyncio
 
@@ -29,8 +28,7 @@ async def test_the_end_of_a_process_that_is_not_ours_is_seen(tmp_path: Path) -> 
     """Waiting goes on while it runs, and ends once it is killed."""
     pid_file = tmp_path / "sandbox.pid"
     pid = orphan(pid_file)
-    pidfd = open_pidfd(pid_file)
-    assert pidfd is not None
+    pidfd = os.pidfd_open(pid)
     try:
         waiting = asyncio.ensure_future(ended(pidfd))
         done, _ = await asyncio.wait([waiting], timeout=0.3)
@@ -39,20 +37,6 @@ async def test_the_end_of_a_process_that_is_not_ours_is_seen(tmp_path: Path) -> 
         await asyncio.wait_for(waiting, timeout=10)
     finally:
         os.close(pidfd)
-
-
-async def test_an_unusable_pid_file_gives_nothing_to_wait_on(tmp_path: Path) -> None:
-    """Absent, not a number, or the pid of a process already gone: None."""
-    assert open_pidfd(tmp_path / "absent.pid") is None
-    (tmp_path / "garbage.pid").write_text("not a pid\n")
-    assert open_pidfd(tmp_path / "garbage.pid") is None
-    child = Child.spawn(
-        ["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={"PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    assert await child.wait() == 0  # reaped: its pid names no process now
-    (tmp_path / "gone.pid").write_text(f"{child.pid}\n")
-    assert open_pidfd(tmp_path / "gone.pid") is None
 
 
 async def test_a_child_s_exit_status_is_awaited(tmp_path: Path) -> None:

@@ -4,8 +4,10 @@
  *   bgc-run TIMEOUT_MS [--unpacked | --unpack-only]
  *   bgc-run --seccomp HEX -- PROGRAM [ARG...]
  *   bgc-run --hold
+ *   bgc-run --adopt PID_FILE -- PROGRAM [ARG...]
  *
- * (The last two serve the OCI engine; see them at the end, before main.)
+ * (The last three serve the OCI engine; see them at the end, before main. --adopt runs on
+ * the host, the others in a container.)
  *
  * First it unpacks the run's archive (ustar, as the service writes it) from standard input
  * into the current directory, unless --unpacked says a script did it already (--unpack-only:
@@ -409,8 +411,74 @@ static int hold(void) {
     return 0;
 }
 
+/*
+ * --adopt PID_FILE -- PROGRAM [ARG...]: runs PROGRAM (`runsc run --detach --pid-file
+ * PID_FILE ...`) as a child, and adopts what it leaves running: as a child subreaper, this
+ * process becomes the parent of the gVisor sandbox, its gofer and their helper processes
+ * once PROGRAM has exited. It reaps every one of them, and exits once none is left, with
+ * the sandbox's status (the container's: its init's exit code, 128 + signal when killed,
+ * 137 when the kernel killed the sandbox), as `runc run` exits with its container's. If
+ * PROGRAM fails, with PROGRAM's status (the runtime logged why). So the OCI engine learns
+ * the end and the exit code of a runsc container from a process of its own, at once,
+ * instead of from `runsc wait` (a Go process per run, which answers only once the sandbox,
+ * nobody's child any more, has been reaped by the host's init). It writes nothing: its
+ * standard streams are the container's, and it closes them once PROGRAM has them.
+ */
+static int exit_code_of(int status) {
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return 255;
+}
+
+static int adopt(int argc, char **argv) {
+    if (argc < 5 || strcmp(argv[3], "--") != 0) {
+        dprintf(2, "usage: bgc-run --adopt PID_FILE -- PROGRAM [ARG...]\n");
+        return 125;
+    }
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) fail("cannot become a subreaper");
+    pid_t program = fork();
+    if (program < 0) fail("fork");
+    if (program == 0) {
+        execv(argv[4], argv + 4);
+        _exit(127);
+    }
+    int null = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd <= 2 && null >= 0; fd++) dup2(null, fd);
+    if (null > 2) close(null);
+    /* Orphans may be reaped before PROGRAM (a sandbox that ended at once is reparented to
+     * us together with PROGRAM's own end): their statuses are kept until the pid is known. */
+    enum { EARLY_MAX = 64 };
+    pid_t early_pid[EARLY_MAX];
+    int early_status[EARLY_MAX], early = 0;
+    int status = 0, code = 255, program_code = -1;
+    pid_t sandbox = -1;
+    pid_t reaped;
+    while ((reaped = waitpid(-1, &status, 0)) != -1 || errno == EINTR) {
+        if (reaped == -1) continue;
+        if (reaped == program) {
+            program_code = exit_code_of(status);
+            FILE *file = fopen(argv[2], "r");
+            if (file != NULL) {
+                long pid = -1;
+                if (fscanf(file, "%ld", &pid) == 1) sandbox = (pid_t)pid;
+                fclose(file);
+            }
+            for (int i = 0; i < early; i++) {
+                if (early_pid[i] == sandbox) code = exit_code_of(early_status[i]);
+            }
+        } else if (program_code < 0 && early < EARLY_MAX) {
+            early_pid[early] = reaped;
+            early_status[early++] = status;
+        } else if (reaped == sandbox) {
+            code = exit_code_of(status);
+        }
+    }
+    return program_code > 0 ? program_code : code;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "--seccomp") == 0) return filter_and_exec(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "--adopt") == 0) return adopt(argc, argv);
     if (argc == 2 && strcmp(argv[1], "--hold") == 0) return hold();
     int unpacked = argc == 3 && strcmp(argv[2], "--unpacked") == 0;
     int unpack_only = argc == 3 && strcmp(argv[2], "--unpack-only") == 0;

@@ -1,5 +1,4 @@
-"""Runtime processes started with vfork and awaited through a pidfd, not the loop's machinery
-(and the end of a process that is not ours, awaited the same way).
+"""Runtime processes started with vfork and awaited through a pidfd, not the loop's machinery.
 
 The service runs on uvloop, whose subprocesses are made with fork(): the service (100 MB
 and more) has its page tables copied for each runc process, 10-12 ms of CPU and of latency
@@ -105,12 +104,3 @@ async def ended(pidfd: int) -> None:
         await exited
     finally:
         loop.remove_reader(pidfd)
-
-
-def open_pidfd(pid_file: Path) -> int | None:
-    """A pidfd of the process whose pid `pid_file` holds; None when the file cannot be read
-    or the process is already gone (reaped)."""
-    try:
-        return os.pidfd_open(int(pid_file.read_text().strip()))
-    except (OSError, ValueError):
-        return None

@@ -4,15 +4,14 @@ runc runs each container in the foreground (`runc run --keep`): the runc process
 container's parent, hands it its own stdin/stdout/stderr (our pipes) and exits with its
 exit code; `--keep` leaves the stopped container (and its cgroup, whose OOM counter is read
 after) until we delete it. runsc cannot keep a container after a foreground run, so it is
-started detached (`runsc run --detach`, the sandbox keeps our pipes) and `runsc wait` gives
-its exit code (when it can: a sandbox that is gone before the wait has its answer leaves
-none, which only matters for a run the helper could not report). The sandbox's end itself
-is seen on a pidfd of its process (its pid from `--pid-file`): `runsc wait` returns only
-once the sandbox has been reaped, and the sandbox, which is nobody's child once `run
---detach` has exited, is reaped by the host's pid 1 whenever it gets to it (1.5-2 s later
-here). Once a container has stopped, nothing of it runs any more: its cgroups and state
-files are removed in-process, as `delete` would; `delete --force` is for what is still up
-or busy.
+started detached (`runsc run --detach`, the sandbox keeps our pipes) under the helper's
+`--adopt`, a child subreaper that becomes the sandbox's parent once runsc has exited and
+exits with the sandbox's status: the container's end and exit code come from a process
+of ours, as under runc. (`runsc wait`, the other way, is a Go process per run, and it
+returns only once the sandbox, nobody's child any more, has been reaped by the host's
+pid 1: 1.5-2 s after its end here.) Once a container has stopped, nothing of it runs any
+more: its cgroups and state files are removed in-process, as `delete` would; `delete
+--force` is for what is still up or busy.
 
 A runtime's own error output before the container starts goes to a log file in the
 bundle, never into the program's stderr: a run whose runtime logged an error is a failure
@@ -34,23 +33,19 @@ from pathlib import Path
 import structlog
 
 from bgcompiler.errors import SandboxError, StartupError
-from bgcompiler.sandbox.oci.child import Child, ended, open_pidfd
+from bgcompiler.sandbox.oci.child import Child
 from bgcompiler.sandbox.oci.pipes import PipeStream
 
 log = structlog.get_logger(__name__)
 
 LOG_NAME = "runtime.log"
-SANDBOX_PID_NAME = "sandbox.pid"  # runsc's --pid-file: the sandbox process's pid
+SANDBOX_PID_NAME = "sandbox.pid"  # runsc's --pid-file: the sandbox's pid, for --adopt
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # How long one runtime command (kill, wait once the program ended, delete, list) may take.
 # A gVisor sandbox killing a fork bomb under CPU contention took seconds here.
 COMMAND_S = 30.0
 # How long a removal waits for a finished run's runc process to exit by itself.
 STOP_WAIT_S = 2.0
-# How often, and how far apart, a stopped gVisor sandbox's cgroup is tried for removal
-# before `runsc delete` is left to do it.
-CGROUP_TRIES = 10
-CGROUP_RETRY_S = 0.02
 # The runtime processes need no environment of ours.
 _ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -86,7 +81,7 @@ class Runtime:
         logging = ["--log", str(log_file), "--log-format", "json"] if log_file else []
         return [self.binary, "--root", str(self.root), *logging, *self.flags, *args]
 
-    async def call(self, *args: str, within_s: float | None = COMMAND_S) -> tuple[int, bytes]:
+    async def call(self, *args: str, within_s: float = COMMAND_S) -> tuple[int, bytes]:
         """Runs one runtime command; its exit code and output (stderr folded in)."""
         child = Child.spawn(
             self.command(*args),
@@ -138,7 +133,8 @@ class Runtime:
 
 
 class RuntimeProcess:
-    """One run's container, started: its pipes, and how its end is learnt."""
+    """One run's container, started: its pipes, and the process whose end is the
+    container's (`runc run`, or the helper adopting a runsc sandbox)."""
 
     def __init__(
         self,
@@ -153,19 +149,37 @@ class RuntimeProcess:
         self.bundle = bundle
         self._process = process
         self.stream = stream
-        self._waiter: asyncio.Task[tuple[int, bytes]] | None = None
-        self._sandbox: int | None = None  # a pidfd of the gVisor sandbox's process
 
     @classmethod
-    async def start(cls, runtime: Runtime, container_id: str, bundle: Path) -> RuntimeProcess:
-        """Starts the bundle's container; its stdio are pipes to us. Raises SandboxError
-        when the runtime could not start it.
+    def start(
+        cls, runtime: Runtime, container_id: str, bundle: Path, helper: str
+    ) -> RuntimeProcess:
+        """Starts the bundle's container; its stdio are pipes to us. A runtime that cannot
+        start it exits with the error logged (`exit_code` raises SandboxError then).
 
-        The pipes are ours, not asyncio's process pipes: the runtime process may end long
-        before them (runsc detaches; its sandbox holds them), and asyncio would wait for
-        every pipe to close before reporting the process's exit."""
-        pid_file = str(bundle / SANDBOX_PID_NAME)
-        mode = ("run", "--detach", "--pid-file", pid_file) if runtime.gvisor else ("run", "--keep")
+        runc runs in the foreground (`run --keep`) and exits with the container's exit code.
+        runsc cannot keep a container after a foreground run, so it runs `--detach`, under
+        the helper's `--adopt` (bgc-run.c), which becomes the parent of the sandbox once
+        runsc has exited, and exits with its status once the sandbox and everything of it
+        have ended: the same contract as runc's.
+
+        The pipes are ours, not asyncio's process pipes: a process of the container may
+        hold them after the runtime process has ended, and asyncio would wait for every
+        pipe to close before reporting the process's exit."""
+        container = ("--bundle", str(bundle), container_id)
+        log_file = bundle / LOG_NAME
+        if runtime.gvisor:
+            pid_file = str(bundle / SANDBOX_PID_NAME)
+            detached = ("run", "--detach", "--pid-file", pid_file, *container)
+            argv = [
+                helper,
+                "--adopt",
+                pid_file,
+                "--",
+                *runtime.command(*detached, log_file=log_file),
+            ]
+        else:
+            argv = runtime.command("run", "--keep", *container, log_file=log_file)
         stdin_read, stdin_write = os.pipe()
         stdout_read, stdout_write = os.pipe()
         stderr_read, stderr_write = os.pipe()
@@ -173,9 +187,7 @@ class RuntimeProcess:
         try:
             try:
                 process = Child.spawn(
-                    runtime.command(
-                        *mode, "--bundle", str(bundle), container_id, log_file=bundle / LOG_NAME
-                    ),
+                    argv,
                     stdin=stdin_read,
                     stdout=stdout_write,
                     stderr=stderr_write,
@@ -189,42 +201,19 @@ class RuntimeProcess:
             for fd in ours:
                 os.close(fd)
             raise
-        stream = PipeStream(*ours)  # owns them from here
-        started = cls(runtime, container_id, bundle, process, stream)
-        if runtime.gvisor:
-            # `run --detach` returns once the container runs (or could not be started).
-            code = await process.wait()
-            if code != 0:
-                started.stream.close()
-                raise SandboxError(f"runsc could not start the container: {started.error()}")
-            # Opened at once: the pid is the sandbox's (alive, or ended and not yet reaped).
-            started._sandbox = open_pidfd(bundle / SANDBOX_PID_NAME)
-            # A detached sandbox gives its exit code only to a `wait` that began before the
-            # end: it begins now, while the helper still waits for the run's archive.
-            started._waiter = asyncio.create_task(runtime.call("wait", container_id, within_s=None))
-        return started
+        return cls(runtime, container_id, bundle, process, PipeStream(*ours))
 
     def error(self) -> str | None:
         """What the runtime logged as an error, if it did."""
         return logged_error(self.bundle)
 
-    async def exit_code(self) -> int | None:
-        """The container's exit code once it has stopped (None: a gVisor sandbox killed
-        from outside, which leaves none). Raises SandboxError when runc failed rather than
-        the program."""
-        if self._waiter is not None:
-            code, output = await asyncio.shield(self._waiter)
-            if code != 0:
-                # The sandbox was killed from outside (the kernel's OOM killer kills the
-                # whole sandbox): it left no exit code. The caller knows why from the cgroup.
-                log.info("sandbox ended without an exit code", container=self.container_id)
-                return None
-            status = json.loads(output).get("exitStatus")
-            return int(status) if status is not None else None
+    async def exit_code(self) -> int:
+        """The container's exit code once it has stopped. Raises SandboxError when the
+        runtime failed rather than the program."""
         code = await self._process.wait()
         if (error := self.error()) is not None:
-            raise SandboxError(f"runc: {error}")
-        return code if code >= 0 else 128 - code  # runc itself killed: as a signal death
+            raise SandboxError(f"{self.runtime.name}: {error}")
+        return code if code >= 0 else 128 - code  # the runtime process killed: as a signal death
 
     async def kill(self) -> None:
         await self.runtime.kill(self.container_id)
@@ -250,22 +239,10 @@ class RuntimeProcess:
         container still up, or a cgroup still busy): then `delete --force` it."""
         try:
             async with asyncio.timeout(STOP_WAIT_S):
-                if self._waiter is None:
-                    await self._process.wait()
-                elif self._sandbox is not None:
-                    await ended(self._sandbox)
-                else:  # ended, with its exit code or (a sandbox gone first) without one
-                    await asyncio.shield(self._waiter)
+                await self._process.wait()
         except TimeoutError:
             return False
-        finally:
-            self._close_sandbox()
-        # A gVisor sandbox's processes leave its cgroup a moment after its wait returns.
-        for _ in range(CGROUP_TRIES if self.runtime.gvisor else 1):
-            if remove_cgroup(cgroups_path):
-                break
-            await asyncio.sleep(CGROUP_RETRY_S)
-        else:
+        if not remove_cgroup(cgroups_path):
             return False
         if self.runtime.gvisor:  # `<id>_sandbox:<id>.state` and its lock file
             for entry in self.runtime.root.glob(f"{self.container_id}_*"):
@@ -276,16 +253,8 @@ class RuntimeProcess:
 
     async def finish(self) -> None:
         """After the run: the runtime process has exited and the pipes are closed."""
-        self._close_sandbox()
         await self._process.wait()
-        if self._waiter is not None:
-            await asyncio.gather(self._waiter, return_exceptions=True)
         await self.stream.ended()
-
-    def _close_sandbox(self) -> None:
-        if self._sandbox is not None:
-            os.close(self._sandbox)
-            self._sandbox = None
 
 
 def logged_error(bundle: Path) -> str | None:

@@ -303,7 +303,7 @@ class OciSandbox:
             live=live,
         )
         (bundle / "config.json").write_text(json.dumps(config, separators=(",", ":")))
-        return await RuntimeProcess.start(runtime, container_id, bundle)
+        return RuntimeProcess.start(runtime, container_id, bundle, self._helper)
 
     async def _settle(self) -> None:
         """Waits (a bounded time) for our background removals to finish."""
@@ -324,8 +324,7 @@ class OciSandbox:
         if done.collected.measurement is not None:
             # The record says how the program ended (its exit status is the result's), and
             # the kernel's OOM counter is final once it has ended: the runtime's exit code
-            # would go unused. (`runsc wait` answered 1.5-2 s after the sandbox's end here:
-            # every run that did not exit 0 waited for it.)
+            # would go unused, and the answer need not wait for the container to be down.
             engine = EngineState(exit_code=None, oom_killed=started.oom_killed(cgroups_path))
         else:
             exit_code: int | None = None
