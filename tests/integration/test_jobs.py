@@ -254,7 +254,7 @@ def test_a_thousand_one_run_jobs_from_twenty_clients(
     times as fast as dockerd's: the store sees four times the writes a second, and the
     test takes a quarter of the time."""
     total = 1000
-    server = launch(tmp_path, *store_flags, "--backlog", "2000", "--workers", "2", engine="oci")
+    server = launch(tmp_path, *store_flags, "--backlog", "2000", "--workers", "4", engine="oci")
     try:
 
         def one(n: int) -> tuple[int, str]:

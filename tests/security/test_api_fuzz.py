@@ -23,7 +23,7 @@ from tests.conftest import TEST_FLAGS, Server, launch, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-EXAMPLES = 150  # the bounded budget per operation, so the suite stays well inside CI's time
+EXAMPLES = 120  # the bounded budget per operation, so the suite stays well inside CI's time
 
 
 def no_server_error_but_a_full_backlog(ctx: CheckContext, response: Any, case: Any) -> bool:
