@@ -1,7 +1,7 @@
 """A soak of the adversarial cases at once: 180 runs (12 rounds of 15 cases, shuffled) from
-concurrent clients, on runc and on runsc, with the warm pool on. Every run must end in its own status, answered
-within its limit plus a bounded margin (timed on the client), with no internal error, and
-no container may be left.
+concurrent clients, on runc and on runsc, with the warm pool on. Every run must end in its
+own status, answered within its limit plus a bounded margin (timed on the client), with no
+internal error, and no container may be left.
 
 As many clients as workers: a request never waits for a worker, so the time a client waits
 is the run's own, and a slow kill (the engine's, behind an undrained flood, took 10 s) shows.
