@@ -57,13 +57,25 @@ class Child:
         """Its exit status (negative: the signal that killed it), once it has exited."""
         if self.returncode is not None:
             return self.returncode
+        loop = asyncio.get_running_loop()
         try:
             pidfd = os.pidfd_open(self._popen.pid)
         except ProcessLookupError:  # already reaped (never, as we alone wait), or gone
             self.returncode = self._popen.wait()
             return self.returncode
         try:
-            await ended(pidfd)
+            exited: asyncio.Future[None] = loop.create_future()
+
+            def readable() -> None:
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(pidfd, readable)
+            try:
+                if self._popen.poll() is None:
+                    await exited
+            finally:
+                loop.remove_reader(pidfd)
         finally:
             os.close(pidfd)
         self.returncode = self._popen.wait()  # exited: this does not block
@@ -86,21 +98,3 @@ class Child:
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self._popen.kill()
-
-
-async def ended(pidfd: int) -> None:
-    """Returns once the process of `pidfd` has ended: exited, whether or not its parent has
-    reaped it yet (a pidfd is readable from then on), so this works for any process, not
-    only a child of ours."""
-    loop = asyncio.get_running_loop()
-    exited: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        if not exited.done():
-            exited.set_result(None)
-
-    loop.add_reader(pidfd, readable)
-    try:
-        await exited
-    finally:
-        loop.remove_reader(pidfd)

@@ -41,10 +41,11 @@ log = structlog.get_logger(__name__)
 LOG_NAME = "runtime.log"
 SANDBOX_PID_NAME = "sandbox.pid"  # runsc's --pid-file: the sandbox's pid, for --adopt
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-# How long one runtime command (kill, wait once the program ended, delete, list) may take.
+# How long one runtime command (kill, delete, list) may take.
 # A gVisor sandbox killing a fork bomb under CPU contention took seconds here.
 COMMAND_S = 30.0
-# How long a removal waits for a finished run's runc process to exit by itself.
+# How long a removal waits for a finished run's runtime process (runc, or the helper
+# adopting a runsc sandbox) to exit by itself.
 STOP_WAIT_S = 2.0
 # The runtime processes need no environment of ours.
 _ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
