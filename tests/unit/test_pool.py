@@ -7,6 +7,7 @@ import dataclasses
 import time
 from typing import Any
 
+from bgcompiler.sandbox.housekeeping import Housekeeping
 from bgcompiler.sandbox.monitor import ContainerWatch
 from bgcompiler.sandbox.pool import Started, WarmPool
 from tests.unit.conftest import spec
@@ -38,7 +39,7 @@ def make_pool(budget: int) -> tuple[WarmPool, list[str], list[str]]:
     def discard(started: Started) -> None:
         discarded.append(started.container_id)
 
-    pool = WarmPool(launch, discard, monitor, budget=budget)  # type: ignore[arg-type]
+    pool = WarmPool(launch, discard, monitor, Housekeeping().work, budget=budget)  # type: ignore[arg-type]
     return pool, launched, discarded
 
 

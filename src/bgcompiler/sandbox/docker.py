@@ -16,6 +16,7 @@ from bgcompiler.sandbox.base import check_proof, proof_spec
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.exchange import exchange
 from bgcompiler.sandbox.hardening import container_config
+from bgcompiler.sandbox.housekeeping import Housekeeping
 from bgcompiler.sandbox.live import Live
 from bgcompiler.sandbox.monitor import ContainerWatch, EngineMonitor
 from bgcompiler.sandbox.outcome import EngineState, build_result
@@ -80,9 +81,15 @@ class DockerSandbox:
         self._creating: set[asyncio.Future[str]] = set()
         self._images: dict[str, tuple[str, float]] = {}
         self._monitor = EngineMonitor(engine, lease.labels)
+        self._housekeeping = Housekeeping()
         self._pool = (
             WarmPool(
-                self._launch, self._discard, self._monitor, budget=pool_budget, idle_s=pool_idle_s
+                self._launch,
+                self._discard,
+                self._monitor,
+                self._housekeeping.work,
+                budget=pool_budget,
+                idle_s=pool_idle_s,
             )
             if pool_budget > 0
             else None
@@ -209,18 +216,19 @@ class DockerSandbox:
         if warm and self._metrics is not None:
             self._metrics.pool_take(warm=started is not None)
         try:
-            if started is None:  # nothing warm for this spec: start one now
-                started = await self._launch(spec, live=live is not None)
-                container_id = started.container_id
-            if spec.quiet:
-                await self._settle()
-            with contextlib.closing(started.stream):
-                result, verify = await self._execute(started, spec, live)
-            interrupted = False
-            if verify is Verify.AFTER_DIE:
-                interrupted = await self._monitor.interrupted(started.watch)
-            elif verify is Verify.NOW:
-                interrupted = self._monitor.interrupted_now(started.watch)
+            with self._housekeeping.running():
+                if started is None:  # nothing warm for this spec: start one now
+                    started = await self._launch(spec, live=live is not None)
+                    container_id = started.container_id
+                if spec.quiet:
+                    await self._settle()
+                with contextlib.closing(started.stream):
+                    result, verify = await self._execute(started, spec, live)
+                interrupted = False
+                if verify is Verify.AFTER_DIE:
+                    interrupted = await self._monitor.interrupted(started.watch)
+                elif verify is Verify.NOW:
+                    interrupted = self._monitor.interrupted_now(started.watch)
             if interrupted:
                 # The engine stopped the container, or went away: the end we saw is not the
                 # program's own, whatever its exit code says.
@@ -281,13 +289,11 @@ class DockerSandbox:
             self._remove_later(creating.result())
 
     async def _settle(self) -> None:
-        """Waits (a bounded time) for our background engine work to finish."""
+        """Waits (a bounded time) for our engine work under way to finish (the work that
+        waits for a pause in the runs waits for this one too)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(QUIET_WAIT_S):
-                if self._pool is not None:
-                    await self._pool.settle()
-                if self._removals:
-                    await asyncio.wait(list(self._removals))
+                await self._housekeeping.settled()
 
     def _discard(self, started: Started) -> None:
         """Removes a warm container that will not be used."""
@@ -358,6 +364,10 @@ class DockerSandbox:
         task.add_done_callback(self._removals.discard)
 
     async def _remove(self, container_id: str) -> None:
+        async with self._housekeeping.work():  # no answer waits for it: after a pause
+            await self._remove_now(container_id)
+
+    async def _remove_now(self, container_id: str) -> None:
         """Removes the container, patiently while the engine answers (REMOVAL_PATIENCE_S)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + REMOVAL_PATIENCE_S

@@ -10,8 +10,9 @@ Containers are kept per key (image, runtime, limits, stage kind, cpuset). Each k
 target: it starts at 2 (one ready while the next one starts), grows by one each time a run
 finds the key empty (demand outran the pool) and shrinks by one in each quiet period, when
 a ready container beyond the new target is removed. Each take refills the key up to its
-target in the background, within a budget for all keys together; keys unused for `idle_s`
-are emptied, and the least recently used key gives way when the budget is full.
+target in the background (once the runs pause: sandbox/housekeeping.py), within a budget
+for all keys together; keys unused for `idle_s` are emptied, and the least recently used key
+gives way when the budget is full.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -67,6 +69,7 @@ class WarmPool:
         launch: Callable[[RunSpec], Awaitable[Started]],
         discard: Callable[[Started], None],
         monitor: EngineMonitor,
+        work: Callable[[], AbstractAsyncContextManager[None]],
         *,
         budget: int,
         idle_s: float = 60.0,
@@ -74,6 +77,7 @@ class WarmPool:
         self._launch = launch
         self._discard = discard
         self._monitor = monitor
+        self._work = work
         self._budget = budget
         self._idle_s = idle_s
         self._ready: OrderedDict[PoolKey, deque[Started]] = OrderedDict()  # LRU order
@@ -183,7 +187,8 @@ class WarmPool:
 
     async def _fill(self, key: PoolKey, spec: RunSpec) -> None:
         try:
-            started = await self._launch(spec)
+            async with self._work():  # a replacement is no run's answer: after a pause
+                started = await self._launch(spec)
         except BgcError as exc:
             log.warning("could not warm a container", error=exc.message)
             return

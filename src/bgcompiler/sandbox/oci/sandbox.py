@@ -32,6 +32,7 @@ from bgcompiler.models import Limits, RunResult, RunSpec
 from bgcompiler.sandbox.base import check_proof, proof_spec
 from bgcompiler.sandbox.engine import Engine
 from bgcompiler.sandbox.exchange import exchange
+from bgcompiler.sandbox.housekeeping import Housekeeping
 from bgcompiler.sandbox.live import Live
 from bgcompiler.sandbox.oci.config import bundle_config
 from bgcompiler.sandbox.oci.rootfs import RootfsCache
@@ -101,6 +102,7 @@ class OciSandbox:
         self._runtimes: dict[str | None, Runtime] = {}
         self._images: dict[str, tuple[str, list[str], float]] = {}
         self._removals: set[asyncio.Task[None]] = set()
+        self._housekeeping = Housekeeping()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -259,15 +261,16 @@ class OciSandbox:
             return RunResult.internal(f"this service was not started with runtime {spec.runtime!r}")
         started: RuntimeProcess | None = None
         try:
-            if spec.quiet:
-                await self._settle()
-            begun = time.monotonic()
-            started = await self._launch(
-                runtime, container_id, hostname, spec, live=live is not None
-            )
-            if self._metrics is not None:
-                self._metrics.container_started(time.monotonic() - begun)
-            return await self._execute(started, spec, live)
+            with self._housekeeping.running():
+                if spec.quiet:
+                    await self._settle()
+                begun = time.monotonic()
+                started = await self._launch(
+                    runtime, container_id, hostname, spec, live=live is not None
+                )
+                if self._metrics is not None:
+                    self._metrics.container_started(time.monotonic() - begun)
+                return await self._execute(started, spec, live)
         except BgcError as exc:
             log.warning("run failed", error=exc.message, container=container_id)
             return RunResult.internal(exc.message)
@@ -306,11 +309,11 @@ class OciSandbox:
         return RuntimeProcess.start(runtime, container_id, bundle, self._helper)
 
     async def _settle(self) -> None:
-        """Waits (a bounded time) for our background removals to finish."""
-        if self._removals:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(QUIET_WAIT_S):
-                    await asyncio.wait(list(self._removals))
+        """Waits (a bounded time) for our removals under way to finish (those that wait
+        for a pause in the runs wait for this one too)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(QUIET_WAIT_S):
+                await self._housekeeping.settled()
 
     async def _execute(
         self, started: RuntimeProcess, spec: RunSpec, live: Live | None
@@ -351,6 +354,12 @@ class OciSandbox:
         task.add_done_callback(self._removals.discard)
 
     async def _remove(
+        self, runtime: Runtime, container_id: str, started: RuntimeProcess | None
+    ) -> None:
+        async with self._housekeeping.work():  # no answer waits for it: after a pause
+            await self._remove_now(runtime, container_id, started)
+
+    async def _remove_now(
         self, runtime: Runtime, container_id: str, started: RuntimeProcess | None
     ) -> None:
         """Deletes the container (killing what is left of it), its bundle and cgroups."""
