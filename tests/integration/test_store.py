@@ -279,8 +279,9 @@ async def test_a_job_s_insert_and_its_start_right_after_are_one_commit(
     happened: list[str] = []  # each statement, and each commit, in order
 
     def executed(*args: Any) -> None:
-        # PostgreSQL's pipelined batches send their own BEGIN and COMMIT.
-        if args[2] != "BEGIN":
+        # PostgreSQL's pipelined batches send their own BEGIN and COMMIT; SQLite's inline
+        # batches set how long to wait for a lock (no write).
+        if args[2] != "BEGIN" and not args[2].startswith("PRAGMA"):
             happened.append("commit" if args[2] == "COMMIT" else "sql")
 
     event.listen(store._engine, "before_cursor_execute", executed)
@@ -300,3 +301,66 @@ async def test_a_job_s_insert_and_its_start_right_after_are_one_commit(
     assert len(writing) == 1, happened
     assert (await store.get(job_id)).status == RUNNING  # type: ignore[union-attr]
     assert [stored.kind for stored in await store.events_after(job_id, 0)] == ["started"]
+
+
+async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """SQLite commits a batch on the event loop when the store's thread is idle. Another
+    process holding the database's write lock (here a connection of its own, for 1.5 s)
+    does not stall the loop: the batch goes to the store's thread, which waits for the
+    lock, and is committed once it is free."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    store = JobStore(await open_database(database_url(None, str(data)), str(data)))
+    store.start()
+    try:
+        job_id = await new_job(store)
+        other = sqlite3.connect(data / "jobs.db", isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # the write lock, as a second writer holds it
+        asyncio.get_running_loop().call_later(1.5, other.execute, "COMMIT")
+        stalls: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                stalls.append(time.monotonic() - before)
+
+        ticking = asyncio.create_task(ticker())
+        store.started(job_id)
+        began = time.monotonic()
+        await store.flush()
+        waited = time.monotonic() - began
+        ticking.cancel()
+        other.close()
+        assert waited > 1.0  # the write did wait for the lock
+        assert max(stalls) < 0.5, max(stalls)  # the loop did not
+        assert (await store.get(job_id)).status == RUNNING  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_s_log_is_checkpointed_so_it_stops_growing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Automatic checkpoints are off (a commit may run on the event loop): the store
+    checkpoints the WAL itself every CHECKPOINT_EVERY commits, so the log file is reused
+    instead of growing with every commit."""
+    from bgcompiler.store import jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "CHECKPOINT_EVERY", 10)
+    data = tmp_path / "data"
+    store = JobStore(await open_database(database_url(None, str(data)), str(data)))
+    store.start()
+    wal = data / "jobs.db-wal"
+    try:
+        for _ in range(20):
+            await new_job(store)
+        early = wal.stat().st_size
+        for _ in range(200):
+            await new_job(store)
+        assert wal.stat().st_size < 2 * early, (early, wal.stat().st_size)
+    finally:
+        await store.close()

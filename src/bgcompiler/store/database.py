@@ -18,6 +18,8 @@ from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from bgcompiler.errors import StartupError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+# SQLite: how long a statement waits for a write lock another connection holds.
+BUSY_TIMEOUT_MS = 5000
 # The PostgreSQL advisory lock that serialises migrations (any constant of our own).
 _MIGRATION_LOCK = 0x6267632D6D6967  # "bgc-mig"
 
@@ -76,12 +78,16 @@ def for_reads(engine: Engine) -> Engine:
 
 
 def _sqlite_pragmas(connection: object, _: object) -> None:
-    # WAL: readers never block the writer; foreign keys: events go with their job.
+    # WAL: readers never block the writer; foreign keys: events go with their job. A commit
+    # syncs nothing to disk (synchronous=NORMAL); a checkpoint does, so it is not left to
+    # whichever commit fills the WAL (commits may run on the event loop): the store runs
+    # one on its own thread every so many commits (store/jobs.py).
     cursor = connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
