@@ -5,6 +5,11 @@ run in the same service, one request of each in turn, so that the machine's drif
 them alike (a run's own time drifted by 30 ms between minutes here, ten times the
 difference measured).
 
+Latency is measured at rest: each request comes after a pause (--pause), once the engine's
+work of the request before it (removing its container, warming a replacement) is done, as
+for a request that finds the service idle. Back to back, each request would run beside the
+previous one's engine work; those figures are printed too (not the target's).
+
 Run with `make bench` (after bench.py). It writes benchmarks/results/jobs.md and jobs.json.
 """
 
@@ -65,8 +70,33 @@ async def through_job_at_once(session: aiohttp.ClientSession, url: str) -> None:
 PATHS = {"runs": through_runs, "jobs": through_jobs, "at_once": through_job_at_once}
 
 
-async def measure(service: Service, args: argparse.Namespace) -> dict[str, Any]:
+async def paired(
+    session: aiohttp.ClientSession, url: str, samples: int, pause: float
+) -> dict[str, list[float]]:
+    """Each way's times, one request of each in turn, `pause` seconds before each."""
     times: dict[str, list[float]] = {path: [] for path in PATHS}
+    for _ in range(samples):
+        for path, call in PATHS.items():
+            await asyncio.sleep(pause)
+            times[path].append(await timed(partial(call, session, url)))
+    return times
+
+
+def latency(times: dict[str, list[float]], prefix: str = "") -> dict[str, float]:
+    """p50 and p99 of each way; for the jobs, the median of each job's time less the run's
+    just before it (the difference with the drift out)."""
+    runs = times["runs"]
+    entry: dict[str, float] = {}
+    for path, measured in times.items():
+        entry[f"{prefix}{path}_p50_ms"] = statistics.median(measured)
+        entry[f"{prefix}{path}_p99_ms"] = percentile(measured, 0.99)
+        if path != "runs":
+            added = (j - r for r, j in zip(runs, measured, strict=True))
+            entry[f"{prefix}{path}_paired_added_ms"] = statistics.median(added)
+    return entry
+
+
+async def measure(service: Service, args: argparse.Namespace) -> dict[str, Any]:
     saturation: dict[str, list[float]] = {path: [] for path in PATHS}
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=600)
@@ -74,9 +104,8 @@ async def measure(service: Service, args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(10):  # warm: the pool filled, the store's file and caches in use
             for call in PATHS.values():
                 await call(session, service.url)
-        for _ in range(args.samples):
-            for path, call in PATHS.items():
-                times[path].append(await timed(partial(call, session, service.url)))
+        at_rest = await paired(session, service.url, args.samples, args.pause)
+        back_to_back = await paired(session, service.url, args.samples, 0.0)
         for _ in range(args.rounds):
             for path, call in PATHS.items():
                 saturation[path].append(
@@ -84,16 +113,10 @@ async def measure(service: Service, args: argparse.Namespace) -> dict[str, Any]:
                         partial(call, session, service.url), args.concurrency, args.total
                     )
                 )
-    runs = times["runs"]
-    entry: dict[str, Any] = {"samples": len(runs)}
-    for path, measured in times.items():
-        entry[f"{path}_p50_ms"] = statistics.median(measured)
-        entry[f"{path}_p99_ms"] = percentile(measured, 0.99)
+    entry: dict[str, Any] = {"samples": args.samples, "pause_s": args.pause}
+    entry |= latency(at_rest) | latency(back_to_back, "back_to_back_")
+    for path in PATHS:
         entry[f"{path}_per_s"] = statistics.median(saturation[path])
-        if path != "runs":
-            # Each job against the run just before it: the difference with the drift out.
-            paired = (j - r for r, j in zip(runs, measured, strict=True))
-            entry[f"{path}_paired_added_ms"] = statistics.median(paired)
     return entry
 
 
@@ -125,12 +148,13 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
         "# Jobs: what durability costs",
         "",
         f"Measured {data['measured_at']}, service flags `{' '.join(args.service_args)}`, busybox "
-        f"`echo hi`, runc. Latency: {data['stores']['sqlite']['samples']} one-run requests "
-        f"each way per store, one of each way in turn (added: the difference of the p50s "
-        f"with `POST /api/v1/runs`; paired: the median of each job's time less the run's "
-        f"just before it). A job is waited for in two requests (`POST`, then `GET ?wait`) "
-        f"or in one (`POST ?wait`). Saturation: {args.total} runs at concurrency "
-        f"{args.concurrency}, median of {args.rounds} rounds.",
+        f"`echo hi`, runc. Latency at rest: {data['stores']['sqlite']['samples']} one-run "
+        f"requests each way per store, one of each way in turn, each after a pause of "
+        f"{args.pause:g} s (the engine's work of the request before done; added: the "
+        f"difference of the p50s with `POST /api/v1/runs`; paired: the median of each job's "
+        f"time less the run's just before it). A job is waited for in two requests (`POST`, "
+        f"then `GET ?wait`) or in one (`POST ?wait`). Saturation: {args.total} runs at "
+        f"concurrency {args.concurrency}, median of {args.rounds} rounds.",
         "",
         "| store | way | p50 | added | paired | target | runs/s | ratio | target |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -155,6 +179,23 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
                 f"| {per_s:.1f} | **{ratio:.2f}x** "
                 f"| >= {TARGET_SATURATION}x {'met' if ratio >= TARGET_SATURATION else 'missed'} |"
             )
+    lines += [
+        "",
+        "Back to back (no pause: each request runs beside the engine's work of the one before "
+        "it; not the target's figure):",
+        "",
+        "| store | way | p50 | added | paired |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in data["stores"].items():
+        for path, way in ways.items():
+            p50 = entry[f"back_to_back_{path}_p50_ms"]
+            if path == "runs":
+                lines.append(f"| {name} | {way} | {p50:.1f} ms | | |")
+                continue
+            added = p50 - entry["back_to_back_runs_p50_ms"]
+            paired = entry[f"back_to_back_{path}_paired_added_ms"]
+            lines.append(f"| {name} | {way} | {p50:.1f} ms | {added:+.1f} ms | {paired:+.1f} ms |")
     return "\n".join(lines) + "\n"
 
 
@@ -162,6 +203,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=150)
+    parser.add_argument(
+        "--pause", type=float, default=0.3, help="seconds before each request at rest"
+    )
     parser.add_argument("--total", type=int, default=120)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
