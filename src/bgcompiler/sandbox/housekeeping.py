@@ -24,6 +24,26 @@ SETTLE_S = 0.025
 MAX_WAIT_S = 0.25
 
 
+class _Tally:
+    """A count of what is in flight, whose reaching zero can be awaited."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.zero = asyncio.Event()
+        self.zero.set()
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        self.count += 1
+        self.zero.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self.zero.set()
+
+
 class Housekeeping:
     """Counts the runs in flight and the work under way. Work waits in `work()` for the
     next pause in the runs; a quiet run (judge-grade measurement) waits in `settled()` for
@@ -32,60 +52,46 @@ class Housekeeping:
     def __init__(self, *, settle_s: float = SETTLE_S, max_wait_s: float = MAX_WAIT_S) -> None:
         self._settle_s = settle_s
         self._max_wait_s = max_wait_s
-        self._runs = 0
+        self._runs = _Tally()
         self._last_end = float("-inf")
-        self._no_runs = asyncio.Event()
-        self._no_runs.set()
-        self._working = 0
-        self._no_work = asyncio.Event()
-        self._no_work.set()
+        self._working = _Tally()
 
     @property
     def runs(self) -> int:
-        return self._runs
+        return self._runs.count
 
     @property
     def working(self) -> int:
-        return self._working
+        return self._working.count
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """A run (its start, its exchange, its answer's making) is in flight."""
-        self._runs += 1
-        self._no_runs.clear()
-        try:
-            yield
-        finally:
-            self._runs -= 1
-            self._last_end = time.monotonic()
-            if self._runs == 0:
-                self._no_runs.set()
+        with self._runs.counting():
+            try:
+                yield
+            finally:
+                self._last_end = time.monotonic()
 
     @contextlib.asynccontextmanager
     async def work(self) -> AsyncIterator[None]:
         """Waits for a pause in the runs, then counts as work under way until it exits."""
         await self._pause()
-        self._working += 1
-        self._no_work.clear()
-        try:
+        with self._working.counting():
             yield
-        finally:
-            self._working -= 1
-            if self._working == 0:
-                self._no_work.set()
 
     async def settled(self) -> None:
         """Returns once no work is under way (work waiting for a pause does not count)."""
-        await self._no_work.wait()
+        await self._working.zero.wait()
 
     async def _pause(self) -> None:
         """Returns once no run has been in flight for `settle_s`, or after `max_wait_s`."""
         deadline = time.monotonic() + self._max_wait_s
         while (now := time.monotonic()) < deadline:
-            if self._runs:
+            if self._runs.count:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(deadline - now):
-                        await self._no_runs.wait()
+                        await self._runs.zero.wait()
                 continue
             quiet_at = self._last_end + self._settle_s
             if now >= quiet_at:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -71,10 +70,6 @@ ENDED_KEPT_BYTES = 16 * 1024 * 1024
 # and its end) are kept, in order, and tried again after this long, doubling up to the max.
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
-
-
-class _Busy(Exception):
-    """SQLite's write lock is held by another process (an inline commit does not wait)."""
 
 
 class _StoreDown(StoreUnavailable):
@@ -708,19 +703,12 @@ class JobStore:
                     await asyncio.sleep(0)
                 self._take_queued(batch)
             inline = self._inline and not self._thread_work
-            if inline and (errors := self._commit(batch, inline=True)) is not None:
-                # SQLite, nothing else of ours writing: committed here, a fraction of a
-                # millisecond of the loop (no disk sync: see _sqlite_pragmas). Handed to a
-                # thread, the commit waited for the interpreter's lock at each step while
-                # the loop handled the run's end: 1.3 ms for a job's end against 0.8, and
-                # its answer 2 ms later.
+            if inline and (errors := self._commit_inline(batch)) is not None:
                 await self._checkpoint_now_and_then()
             else:
                 # The whole batch in one call on the writer's thread: one hand-over each
                 # way, however busy the event loop is with the runs.
-                on_thread = await self._on_writer_thread(self._commit, batch)
-                assert on_thread is not None  # only an inline commit gives way
-                errors = on_thread
+                errors = await self._on_writer_thread(self._commit, batch)
             kept = []
             for pending, error in zip(batch, errors, strict=True):
                 if isinstance(error, _StoreDown) and pending.done is None:
@@ -771,44 +759,15 @@ class JobStore:
         while len(batch) < BATCH and not self._queue.empty():
             batch.append(self._queue.get_nowait())
 
-    def _commit(
-        self, batch: list[_Pending], *, inline: bool = False
-    ) -> list[StoreUnavailable | None] | None:
-        """Commits the batch; each write's error, if any. A batch that fails is tried again
-        a write at a time, so that one refused write (a job whose insert failed, and the
-        writes that followed it) does not take the others down with it. `inline` (SQLite,
-        on the event loop): None, with nothing written, if another process holds the
-        database's write lock, instead of waiting for it."""
-        alone = len(batch) == 1
+    def _commit_inline(self, batch: list[_Pending]) -> list[StoreUnavailable | None] | None:
+        """SQLite, nothing else of ours writing: the batch committed here, on the event loop,
+        a fraction of a millisecond of it (no disk sync: see _sqlite_pragmas). Handed to a
+        thread, the commit waited for the interpreter's lock at each step while the loop
+        handled the run's end: 1.3 ms for a job's end against 0.8, and its answer 2 ms later.
+        None, with nothing written, when the writer's thread must do it: another process
+        holds the write lock (not waited for here), or the batch failed (the thread tries
+        again, a write at a time, and logs what is refused)."""
         try:
-            # A refused batch is not logged: its writes are tried again one at a time, and
-            # the write that is refused then is the one logged.
-            with translated(log_refusal=alone):
-                self._write(batch, inline=inline)
-            return [None] * len(batch)
-        except _Busy:
-            return None
-        except StoreUnavailable as exc:
-            if alone or isinstance(exc, _StoreDown):
-                return [exc] * len(batch)
-        errors: list[StoreUnavailable | None] = []
-        for pending in batch:
-            try:
-                with translated():
-                    self._write([pending], inline=inline)
-                errors.append(None)
-            except _Busy:
-                return None  # those written before it are written again: the same rows
-            except StoreUnavailable as exc:
-                errors.append(exc)
-        return errors
-
-    def _write(self, batch: list[_Pending], *, inline: bool = False) -> None:
-        """The batch's writes and notifications, committed. On PostgreSQL, a batch that
-        reads nothing back goes in pipeline mode: BEGIN, its statements, its notifications
-        and the COMMIT reach the server together, one round trip instead of one each (a job's
-        end took four; each waits for the CPU where the engine is busy)."""
-        if inline:
             with self._engine.begin() as connection:
                 # The write lock is taken at the first write (in WAL mode the COMMIT needs
                 # no other): held by another process, it is not waited for on the loop.
@@ -816,14 +775,41 @@ class JobStore:
                 try:
                     for pending in batch:
                         pending.write(connection)
-                except OperationalError as exc:
-                    code = getattr(exc.orig, "sqlite_errorcode", 0)
-                    if code & 0xFF == sqlite3.SQLITE_BUSY:
-                        raise _Busy from exc
-                    raise
                 finally:
                     connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            return
+        except (SQLAlchemyError, OSError):
+            return None
+        return [None] * len(batch)
+
+    def _commit(self, batch: list[_Pending]) -> list[StoreUnavailable | None]:
+        """Commits the batch; each write's error, if any. A batch that fails is tried again
+        a write at a time, so that one refused write (a job whose insert failed, and the
+        writes that followed it) does not take the others down with it."""
+        alone = len(batch) == 1
+        try:
+            # A refused batch is not logged: its writes are tried again one at a time, and
+            # the write that is refused then is the one logged.
+            with translated(log_refusal=alone):
+                self._write(batch)
+            return [None] * len(batch)
+        except StoreUnavailable as exc:
+            if alone or isinstance(exc, _StoreDown):
+                return [exc] * len(batch)
+        errors: list[StoreUnavailable | None] = []
+        for pending in batch:
+            try:
+                with translated():
+                    self._write([pending])
+                errors.append(None)
+            except StoreUnavailable as exc:
+                errors.append(exc)
+        return errors
+
+    def _write(self, batch: list[_Pending]) -> None:
+        """The batch's writes and notifications, committed. On PostgreSQL, a batch that
+        reads nothing back goes in pipeline mode: BEGIN, its statements, its notifications
+        and the COMMIT reach the server together, one round trip instead of one each (a job's
+        end took four; each waits for the CPU where the engine is busy)."""
         if not self._pipelines or any(pending.reads for pending in batch):
             with self._engine.begin() as connection:
                 for pending in batch:
