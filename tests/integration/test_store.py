@@ -229,28 +229,35 @@ def _end_connections(url: str, name: str) -> None:
         admin.dispose()
 
 
-@pytest.mark.parametrize("notifies", [False, True])
+@pytest.mark.parametrize(("notifies", "held"), [(False, False), (True, False), (True, True)])
 async def test_the_end_of_a_job_is_one_round_trip_on_postgresql(
-    postgres_store_url: str, tmp_path: Path, notifies: bool
+    postgres_store_url: str, tmp_path: Path, notifies: bool, held: bool
 ) -> None:
     """A job's last run and its end (the commit a waiter waits for), with its notification
     to the other nodes, reach PostgreSQL in one round trip (pipeline mode), where they took
-    four (BEGIN, a statement each, the notification with COMMIT). Measured through a proxy
-    that delays what the store sends by 0.4 s: one round trip takes about 0.4 s, four 1.6 s.
-    What they write is what separate statements wrote."""
+    four (BEGIN, a statement each, the notification with COMMIT); a worker's writes too,
+    each guarded by the attempt it holds, whose answers (still held or not) are read once
+    the round trip is done. Measured through a proxy that delays what the store sends by
+    0.4 s: one round trip takes about 0.4 s, four 1.6 s. What they write is what separate
+    statements wrote."""
     from sqlalchemy.engine import make_url
 
     from tests.integration.latency_proxy import LatencyProxy
 
     url = make_url(postgres_store_url)
     proxy = LatencyProxy(url.port or 5432, delay=0.4)
+    lost: list[str] = []
     store = JobStore(
         await open_database(url.set(port=proxy.port).render_as_string(False), str(tmp_path)),
         notifies=notifies,
+        keeps_rows=not held,
+        on_lost=lost.append,
     )
     store.start()
     try:
         job_id = await new_job(store)
+        if held:
+            assert await store.claim(job_id, "w1", stale_before=time.time() - 5) is not None
         store.started(job_id)
         await store.flush()
         store.event(job_id, "run", b'{"index": 0}', counts_run=True)
@@ -263,6 +270,7 @@ async def test_the_end_of_a_job_is_one_round_trip_on_postgresql(
         assert [(job.id, job.runs_done, job.outcome) for job in row[0]] == [(job_id, 1, b"{}")]
         kinds = [stored.kind for stored in await store.events_after(job_id, 0)]
         assert kinds == ["run", "done"]
+        assert lost == []
     finally:
         await store.close()
         proxy.close()
@@ -273,19 +281,37 @@ async def test_a_job_s_insert_and_its_start_right_after_are_one_commit(
 ) -> None:
     """A job started on a free worker two turns of the loop after its insert (as a job
     submitted to an idle node is): its insert, its start and its `started` event are
-    committed together, one commit instead of two."""
-    from sqlalchemy import event
+    committed together, one commit instead of two. Seen by the database: on PostgreSQL a
+    trigger records the transaction that wrote each row; on SQLite the library traces the
+    statements it runs, its own BEGIN and COMMIT included."""
+    from sqlalchemy import create_engine, event, text
 
-    happened: list[str] = []  # each statement, and each commit, in order
+    url, _, schema = store_url.partition("#")
+    traced: list[str] = []
+    if schema:
+        ddl = create_engine(url)
+        with ddl.begin() as connection:
+            connection.execute(text("CREATE TABLE written (xact text)"))
+            connection.execute(
+                text(
+                    "CREATE FUNCTION note_xact() RETURNS trigger AS $$ BEGIN "
+                    "INSERT INTO written VALUES (pg_current_xact_id()::text); RETURN NEW; "
+                    "END $$ LANGUAGE plpgsql"
+                )
+            )
+            for table in ("jobs", "events"):
+                connection.execute(
+                    text(
+                        f"CREATE TRIGGER note_{table} AFTER INSERT OR UPDATE ON {table} "
+                        "FOR EACH ROW EXECUTE FUNCTION note_xact()"
+                    )
+                )
+    else:
+        # Every connection the store takes from its pool traces its statements.
+        def trace(dbapi_connection: Any, *_: Any) -> None:
+            dbapi_connection.set_trace_callback(traced.append)
 
-    def executed(*args: Any) -> None:
-        # PostgreSQL's pipelined batches send their own BEGIN and COMMIT; SQLite's inline
-        # batches set how long to wait for a lock (no write).
-        if args[2] != "BEGIN" and not args[2].startswith("PRAGMA"):
-            happened.append("commit" if args[2] == "COMMIT" else "sql")
-
-    event.listen(store._engine, "before_cursor_execute", executed)
-    event.listen(store._engine, "commit", lambda *_: happened.append("commit"))
+        event.listen(store._engine, "checkout", trace)
     job_id = uuid.uuid4().hex
     loop = asyncio.get_running_loop()
 
@@ -297,8 +323,21 @@ async def test_a_job_s_insert_and_its_start_right_after_are_one_commit(
     loop.call_soon(loop.call_soon, start)
     await stored
     await store.flush()
-    writing = [batch for batch in " ".join(happened).split("commit") if "sql" in batch]
-    assert len(writing) == 1, happened
+    if schema:
+        with ddl.begin() as connection:
+            xacts = connection.execute(text("SELECT xact FROM written")).scalars().all()
+        ddl.dispose()
+        assert len(xacts) == 3, xacts  # the job's insert and update, the event's insert
+        assert len(set(xacts)) == 1, xacts
+    else:
+        kinds = [
+            "commit" if sql == "COMMIT" else "write"
+            for sql in traced
+            if "INTO" in sql or sql.startswith(("UPDATE", "COMMIT"))
+        ]
+        writing = [batch for batch in " ".join(kinds).split("commit") if "write" in batch]
+        assert len(writing) == 1, traced
+        assert kinds.count("write") == 3, traced
     assert (await store.get(job_id)).status == RUNNING  # type: ignore[union-attr]
     assert [stored.kind for stored in await store.events_after(job_id, 0)] == ["started"]
 

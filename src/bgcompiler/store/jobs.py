@@ -11,6 +11,7 @@ call on a thread of the store's own: an async driver hands every statement, curs
 commit over between the event loop and its thread, and while the loop is busy with runs
 each hand-over waits (a three-statement commit took 4.8 ms that way against 1.2 ms as one
 call, with the loop half busy; benchmarks/results/jobs.md has the end-to-end figures).
+A batch's writes run on the driver's connection itself (store/driver.py says why).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +29,6 @@ from typing import Any, TypeVar
 
 import psycopg
 import structlog
-from psycopg import sql as psycopg_sql
 from sqlalchemy import (
     ColumnElement,
     and_,
@@ -51,12 +52,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from bgcompiler.errors import InvalidRequest, NotFound, StoreUnavailable, WorkerReplaced
 from bgcompiler.store import statements
 from bgcompiler.store.database import BUSY_TIMEOUT_MS, for_reads
+from bgcompiler.store.driver import Statements
 from bgcompiler.store.schema import deliveries, events, jobs, workers
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-Write = Callable[[Connection], None]
+Write = Callable[[Statements], None]
 BATCH = 256
 # Turns of the event loop the writer lets pass after a job's insert (see _write_batches).
 GATHER_TURNS = 3
@@ -132,7 +134,6 @@ class _Pending:
     committed: Callable[[], None] | None = None  # brings the rows kept in memory up to date
     ends: bool = False  # the write ends the job (its final state)
     gathers: bool = False  # writes that follow at once (a job's start) join its commit
-    reads: bool = False  # it reads what a statement returns (so it is not pipelined)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +247,15 @@ class JobStore:
         if self._keeps_rows:  # this process runs it (distributed: a worker claims it)
             self._last_event[job_id] = 0
 
-        def write(connection: Connection) -> None:
+        def write(connection: Statements) -> None:
             connection.execute(statements.insert_job(JobRow.__slots__), _fields(row))
 
         if not self._keeps_rows:
             # Distributed mode: the job's later writes are its worker's, and nobody waits on
             # a job before its 202: its insert is a statement of its own (one round trip,
             # where a transaction with a notification takes four).
-            return row, asyncio.ensure_future(self._statement(write))
+            inserted = self._statement(lambda connection: write(Statements(connection)))
+            return row, asyncio.ensure_future(inserted)
 
         def committed() -> None:
             self._rows[job_id] = row
@@ -269,7 +271,7 @@ class JobStore:
         self._attempt[job_id] = attempt
         now = time.time()
 
-        def write(connection: Connection) -> None:
+        def write(connection: Statements) -> None:
             connection.execute(
                 statements.change_job(("attempts", "runs_done", "started_at", "status")),
                 {
@@ -298,19 +300,20 @@ class JobStore:
         row = {"job_id": job_id, "id": event_id, "attempt": attempt, "kind": kind, "data": data}
 
         held = self._held.get(job_id)
-        lost: list[bool] = []
+        appended: list[Callable[[], bool]] = []  # the last try's
 
-        def write(connection: Connection) -> None:
-            if not statements.event_with_job(connection, row, held, {}, counts_run=counts_run):
-                lost.append(True)
+        def write(connection: Statements) -> None:
+            appended.append(
+                statements.event_with_job(connection, row, held, {}, counts_run=counts_run)
+            )
 
         def committed() -> None:
-            if lost:
+            if not appended[-1]():
                 self._lost(job_id)
             elif counts_run and (kept := self._rows.get(job_id)) is not None:
                 self._rows[job_id] = replace(kept, runs_done=kept.runs_done + 1)
 
-        self._enqueue(write, job_id, committed, reads=held is not None)
+        self._enqueue(write, job_id, committed)
 
     def finished(
         self, job_id: str, status: str, *, outcome: bytes | None = None, error: str | None = None
@@ -321,27 +324,26 @@ class JobStore:
         done = {"job_id": job_id, "id": event_id, "attempt": self._attempt.get(job_id, 0)}
 
         held = self._held.pop(job_id, None)
-        lost: list[bool] = []
+        wrote: list[Callable[[], bool]] = []  # the last try's
 
-        def write(connection: Connection) -> None:
+        def write(connection: Statements) -> None:
             # One write: whoever sees the job ended finds its `done` event committed with it.
             # A reason written earlier (why the job was run again) stays on a job that ends.
             reason = {"error": error} if error is not None else {}
             ended = {"status": status, "finished_at": now, "outcome": outcome, **reason}
             row = {**done, "kind": "done", "data": b""}
-            if not statements.event_with_job(connection, row, held, ended):
-                lost.append(True)  # another attempt holds it now: its end is not ours to write
+            wrote.append(statements.event_with_job(connection, row, held, ended))
 
         def committed() -> None:
-            if lost:
-                self._lost(job_id)
+            if not wrote[-1]():
+                self._lost(job_id)  # another attempt holds it now: its end was not ours
                 return
             kept = self._rows.pop(job_id, None)
             if kept is not None:
                 ended = replace(kept, status=status, finished_at=now, outcome=outcome, error=error)
                 self._keep_ended(ended)
 
-        self._enqueue(write, job_id, committed, ends=True, reads=held is not None)
+        self._enqueue(write, job_id, committed, ends=True)
         self._attempt.pop(job_id, None)
         self._last_event.pop(job_id, None)  # an ended job gets no more events
 
@@ -439,7 +441,7 @@ class JobStore:
         if held is None:
             return
 
-        def write(connection: Connection) -> None:
+        def write(connection: Statements) -> None:
             connection.execute(
                 update(jobs)
                 .where(_is_held(job_id, held))
@@ -456,7 +458,7 @@ class JobStore:
     ) -> None:
         now = time.time()
 
-        def write(connection: Connection) -> None:
+        def write(connection: Statements) -> None:
             connection.execute(
                 insert(deliveries).values(
                     job_id=job_id, attempt=attempt, at=now, status_code=status_code, error=error
@@ -657,9 +659,8 @@ class JobStore:
         committed: Callable[[], None] | None = None,
         *,
         ends: bool = False,
-        reads: bool = False,
     ) -> None:
-        self._queue.put_nowait(_Pending(write, (job_id,), None, committed, ends, reads=reads))
+        self._queue.put_nowait(_Pending(write, (job_id,), None, committed, ends))
 
     def _submit(
         self,
@@ -769,15 +770,17 @@ class JobStore:
         again, a write at a time, and logs what is refused)."""
         try:
             with self._engine.begin() as connection:
+                statements_ = Statements(connection)
                 # The write lock is taken at the first write (in WAL mode the COMMIT needs
                 # no other): held by another process, it is not waited for on the loop.
-                connection.exec_driver_sql("PRAGMA busy_timeout=0")
+                statements_.sql("PRAGMA busy_timeout=0")
                 try:
                     for pending in batch:
-                        pending.write(connection)
+                        pending.write(statements_)
+                    statements_.settle()
                 finally:
-                    connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        except (SQLAlchemyError, OSError):
+                    statements_.sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except (SQLAlchemyError, sqlite3.Error, OSError):
             return None
         return [None] * len(batch)
 
@@ -806,29 +809,33 @@ class JobStore:
         return errors
 
     def _write(self, batch: list[_Pending]) -> None:
-        """The batch's writes and notifications, committed. On PostgreSQL, a batch that
-        reads nothing back goes in pipeline mode: BEGIN, its statements, its notifications
-        and the COMMIT reach the server together, one round trip instead of one each (a job's
-        end took four; each waits for the CPU where the engine is busy)."""
-        if not self._pipelines or any(pending.reads for pending in batch):
+        """The batch's writes, committed. On PostgreSQL in pipeline mode, with the
+        notifications to the other nodes: BEGIN, the statements, the notifications and the
+        COMMIT reach the server together, one round trip instead of one each (a job's end
+        took four; each waits for the CPU where the engine is busy). A statement's rows
+        (whether a guarded write found its attempt still holding the job) are read after."""
+        if not self._pipelines:
             with self._engine.begin() as connection:
+                statements_ = Statements(connection)
                 for pending in batch:
-                    pending.write(connection)
-                self._notify(connection, batch)
+                    pending.write(statements_)
+                statements_.settle()
             return
         # In autocommit, with BEGIN and COMMIT of our own: the driver's own transaction
         # handling waits for the server at the first statement and at the commit.
         with self._reads.connect() as connection:
             driver = connection.connection.driver_connection
             assert isinstance(driver, psycopg.Connection)
+            statements_ = Statements(connection)
             try:
                 with driver.pipeline():
-                    connection.exec_driver_sql("BEGIN")
+                    statements_.sql("BEGIN")
                     for pending in batch:
-                        pending.write(connection)
+                        pending.write(statements_)
                     for payload in self._payloads(batch) if self._notifies else ():
-                        connection.execute(_NOTIFY, {"channel": JOBS_CHANNEL, "payload": payload})
-                    connection.exec_driver_sql("COMMIT")
+                        statements_.execute(_NOTIFY, {"channel": JOBS_CHANNEL, "payload": payload})
+                    statements_.sql("COMMIT")
+                statements_.settle()
             except BaseException:
                 # A pipeline that failed can leave its connection inside the aborted
                 # transaction: the pool must not hand it out again.
@@ -842,29 +849,6 @@ class JobStore:
             job_id + END_MARK if job_id in ended else job_id
             for job_id in sorted({job for pending in batch for job in pending.jobs})
         ]
-
-    def _notify(self, connection: Connection, batch: list[_Pending]) -> None:
-        """Tells the other nodes which jobs this commit touched (delivered at the commit),
-        and commits: the notifications and the COMMIT are one query, one round trip.
-        Several statements in one query go only by PostgreSQL's simple protocol, without
-        parameters: the payloads are literals quoted by the driver. SQLAlchemy's commit
-        that follows finds no transaction open and sends nothing."""
-        if not self._notifies:
-            return
-        payloads = self._payloads(batch)
-        if not payloads:
-            return
-        notices = [
-            psycopg_sql.SQL("SELECT pg_notify({}, {})").format(
-                psycopg_sql.Literal(JOBS_CHANNEL), psycopg_sql.Literal(payload)
-            )
-            for payload in payloads
-        ]
-        query = psycopg_sql.SQL("; ").join([*notices, psycopg_sql.SQL("COMMIT")])
-        driver = connection.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)  # notifications: PostgreSQL only
-        # no_parameters: the query goes as it is, by the simple protocol.
-        connection.execution_options(no_parameters=True).exec_driver_sql(query.as_string(driver))
 
     def _lost(self, job_id: str) -> None:
         log.warning("the job was taken over by another attempt; this one stops", job=job_id)
@@ -934,6 +918,8 @@ def translated(*, log_refusal: bool = True) -> Iterator[None]:
     except (
         OperationalError,
         InterfaceError,
+        sqlite3.OperationalError,
+        sqlite3.InterfaceError,
         DisconnectionError,
         PoolTimeout,
         OSError,
@@ -943,13 +929,13 @@ def translated(*, log_refusal: bool = True) -> Iterator[None]:
     ) as exc:
         log.error("the job store does not answer", error=str(exc))
         raise _StoreDown(f"the job store is not available: {exc}") from exc
-    except (SQLAlchemyError, psycopg.Error) as exc:
+    except (SQLAlchemyError, psycopg.Error, sqlite3.Error) as exc:
         if log_refusal:
             log.error("the job store refused", error=str(exc))
         raise StoreUnavailable(f"the job store is not available: {exc}") from exc
 
 
-def _noop(_: Connection) -> None:
+def _noop(_: Statements) -> None:
     return None
 
 

@@ -10,12 +10,13 @@ used.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, Executable, and_, bindparam, exists, insert, select
 from sqlalchemy import update as update_
-from sqlalchemy.engine import Connection
 
+from bgcompiler.store.driver import Statements
 from bgcompiler.store.schema import events, jobs, workers
 
 RUNNING = "running"  # store/jobs.py's (which imports this module)
@@ -59,17 +60,17 @@ FIRST_CLAIM_OF_INCARNATION = FIRST_CLAIM.where(
 
 
 def event_with_job(
-    connection: Connection,
+    connection: Statements,
     row: dict[str, Any],
     held: int | None,
     changes: dict[str, Any],
     *,
     counts_run: bool = False,
-) -> bool:
+) -> Callable[[], bool]:
     """Appends the event `row` and makes `changes` to its job (and counts a run on it);
-    with `held`, only while that attempt holds the job. Whether it did. On PostgreSQL one
-    statement (a round trip each: the end of a job is two statements, its last run and its
-    end, instead of four)."""
+    with `held`, only while that attempt holds the job. Returns whether it did, to be asked
+    once the batch is committed (in a PostgreSQL pipeline, the answer comes with the
+    commit's). On PostgreSQL one statement (a data-modifying CTE)."""
     keys = tuple(sorted(changes))
     # Named apart from the jobs' columns: SQLAlchemy would SET a column a parameter names.
     params = {f"event_{name}": row[name] for name in EVENT_COLUMNS}
@@ -80,17 +81,29 @@ def event_with_job(
     changes_job = bool(keys) or counts_run
     if connection.dialect.name == "postgresql" and changes_job:
         statement = _event_changing_job(keys, counts_run, held is not None)
-        if held is None:
-            connection.execute(statement, params)
-            return True
-        return connection.execute(statement, params).first() is not None
+        appended = connection.execute(statement, params)
+        return _done if held is None else appended.exists
     if held is None:
         connection.execute(_INSERT_EVENT, params)
-    elif connection.execute(_INSERT_EVENT_IF_HELD, params).first() is None:
-        return False
-    if changes_job:
-        connection.execute(_job_update(keys, counts_run), params)
+        if changes_job:
+            connection.execute(_job_update(keys, counts_run), params)
+        return _done
+    appended = connection.execute(_INSERT_EVENT_IF_HELD, params)
+    if not changes_job:
+        return appended.exists
+    # SQLite (PostgreSQL did both above): what it returns is there at once.
+    if not appended.exists():
+        return _not_done
+    connection.execute(_job_update(keys, counts_run), params)
+    return _done
+
+
+def _done() -> bool:
     return True
+
+
+def _not_done() -> bool:
+    return False
 
 
 def _held() -> ColumnElement[bool]:
