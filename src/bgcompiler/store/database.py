@@ -93,17 +93,22 @@ def _sqlite_pragmas(connection: object, _: object) -> None:
 
 def _still_connected(dbapi_connection: Any, _record: object, _proxy: object) -> None:
     """A pooled connection whose server went away (restarted, or ended it) is replaced
-    before it is used. Checked without a round trip: an idle connection's socket has
-    nothing to read unless the server said goodbye or closed it. (SQLAlchemy's pre-ping
-    costs a round trip per checkout, about 1 ms of every read and commit under load.)"""
+    before it is used. (SQLAlchemy's pre-ping costs a round trip per checkout, about 1 ms
+    of every read and commit under load.)"""
+    if server_ended(dbapi_connection):
+        raise DisconnectionError("the server ended the connection, or it is closed")
+
+
+def server_ended(connection: Any) -> bool:
+    """Whether an idle PostgreSQL connection can no longer be used. Checked without a
+    round trip: an idle connection's socket has nothing to read unless the server said
+    goodbye or closed it."""
     try:
         poll = select.poll()
-        poll.register(dbapi_connection.fileno(), select.POLLIN)
-        readable = poll.poll(0)
-    except (OSError, ValueError, psycopg.Error) as exc:
-        raise DisconnectionError(f"the connection is closed: {exc}") from exc
-    if readable:
-        raise DisconnectionError("the server ended the connection")
+        poll.register(connection.fileno(), select.POLLIN)
+        return bool(poll.poll(0))
+    except (OSError, ValueError, psycopg.Error):
+        return True
 
 
 def _migrate(connection: Connection) -> None:

@@ -8,7 +8,10 @@ PostgreSQL takes to run one of a job's small writes, and on the path of every jo
 
 On PostgreSQL a batch goes in pipeline mode: its statements, with their BEGIN and COMMIT,
 reach the server together and are answered in one round trip. What a statement returns is
-then read once that round trip is done: `Rows.exists()` after `settle()`.
+then read once that round trip is done: `Rows.exists()` after `settle()`. A `Pipeline`
+records the statements and sends them from the event loop on an asyncio connection, with
+no thread to hand the batch to and back (each hand-over is a wake-up that waits for a CPU
+while the engine handles a run's end).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement, Executable
 
@@ -54,8 +58,9 @@ class Rows:
 
     def exists(self) -> bool:
         """Whether the statement returned a row (SQLite: at once; PostgreSQL in a pipeline:
-        only after `Statements.settle()`)."""
+        only after `Statements.settle()`, or once `Pipeline.send()` returned)."""
         if self._found is None:
+            assert self._cursor is not None, "a pipeline's rows are read once it is sent"
             returns = self._cursor.description is not None
             self._found = returns and self._cursor.fetchone() is not None
             self._cursor.close()
@@ -91,6 +96,38 @@ class Statements:
         for rows in self._rows:
             rows.exists()
         self._rows.clear()
+
+
+class Pipeline(Statements):
+    """PostgreSQL: records the statements, then `send`s them all in pipeline mode on an
+    asyncio connection of the driver's (in autocommit: the batch brings its BEGIN and
+    COMMIT). What they return is read before `send` returns."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._queued: list[tuple[str, Any, Rows | None]] = []
+
+    def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Rows:
+        compiled = _compiled(statement, self.dialect)
+        rows = Rows(None)
+        self._queued.append((compiled.query, compiled.values(params or {}), rows))
+        return rows
+
+    def sql(self, query: str) -> None:
+        self._queued.append((query, None, None))
+
+    async def send(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        sent: list[tuple[psycopg.AsyncCursor[Any], Rows | None]] = []
+        async with connection.pipeline():
+            for query, values, rows in self._queued:
+                cursor = connection.cursor()
+                await cursor.execute(query, values)
+                sent.append((cursor, rows))
+        for cursor, rows in sent:
+            if rows is not None:
+                returned = cursor.description is not None and await cursor.fetchone() is not None
+                rows._found = returned
+            await cursor.close()
 
 
 _kept: OrderedDict[tuple[int, str], _Compiled] = OrderedDict()
