@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement, Executable
 
@@ -153,3 +154,17 @@ def _compiled(statement: Executable, dialect: Dialect) -> _Compiled:
     while len(_kept) > COMPILED_KEPT:
         _kept.popitem(last=False)
     return made
+
+
+async def fetch(
+    connection: psycopg.AsyncConnection[Any],
+    statement: Executable,
+    dialect: Dialect,
+    params: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """PostgreSQL: one statement on an asyncio connection (in autocommit, a write commits
+    by itself); the rows it returned, by column name."""
+    compiled = _compiled(statement, dialect)
+    async with connection.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(compiled.query, compiled.values(params))
+        return await cursor.fetchall() if cursor.description is not None else []

@@ -48,11 +48,12 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.sql import Executable
 
 from bgcompiler.errors import InvalidRequest, NotFound, StoreUnavailable, WorkerReplaced
 from bgcompiler.store import statements
 from bgcompiler.store.database import BUSY_TIMEOUT_MS, for_reads, server_ended
-from bgcompiler.store.driver import Pipeline, Statements
+from bgcompiler.store.driver import Pipeline, Statements, fetch
 from bgcompiler.store.schema import deliveries, events, jobs, workers
 
 log = structlog.get_logger(__name__)
@@ -169,6 +170,7 @@ class JobStore:
         # PostgreSQL: batches are sent from the event loop on a connection of its own.
         self._conninfo = engine.url.set(drivername="postgresql").render_as_string(False)
         self._on_loop: psycopg.AsyncConnection[Any] | None = None
+        self._on_loop_lock = asyncio.Lock()  # one batch or statement on it at a time
         # SQLite: a batch is committed on the event loop's thread when the writer's thread
         # is idle (see _write_batches); the WAL is checkpointed on that thread.
         self._inline = engine.dialect.name == "sqlite"
@@ -253,15 +255,17 @@ class JobStore:
         if self._keeps_rows:  # this process runs it (distributed: a worker claims it)
             self._last_event[job_id] = 0
 
-        def write(connection: Statements) -> None:
-            connection.execute(statements.insert_job(JobRow.__slots__), _fields(row))
-
         if not self._keeps_rows:
             # Distributed mode: the job's later writes are its worker's, and nobody waits on
             # a job before its 202: its insert is a statement of its own (one round trip,
             # where a transaction with a notification takes four).
-            inserted = self._statement(lambda connection: write(Statements(connection)))
-            return row, asyncio.ensure_future(inserted)
+            async def insert() -> None:
+                await self._alone(statements.insert_job(JobRow.__slots__), _fields(row))
+
+            return row, asyncio.ensure_future(insert())
+
+        def write(connection: Statements) -> None:
+            connection.execute(statements.insert_job(JobRow.__slots__), _fields(row))
 
         def committed() -> None:
             self._rows[job_id] = row
@@ -370,17 +374,6 @@ class JobStore:
         attempt are discarded; event ids are never reused. With `incarnation` (the start of
         this worker's process), WorkerReplaced if a process started later under its name."""
 
-        def first_claim(connection: Connection) -> tuple[Claim, int] | None:
-            # The common case in one statement, a transaction of its own (one round trip):
-            # a job never run before (no events yet).
-            params = {"job_id": job_id, "claimer": worker_id, "now": time.time()}
-            if incarnation is None:
-                first = connection.execute(statements.FIRST_CLAIM, params).first()
-            else:
-                params["incarnation"] = incarnation
-                first = connection.execute(statements.FIRST_CLAIM_OF_INCARNATION, params).first()
-            return (Claim(_job(first._mapping), 1), 0) if first is not None else None
-
         def claim(connection: Connection) -> tuple[Claim, int] | None:
             now = time.time()
             if incarnation is not None:
@@ -427,7 +420,15 @@ class JobStore:
             )
             return Claim(held, held.attempts), int(last or 0)
 
-        taken = await self._statement(first_claim)
+        # The common case in one statement, a transaction of its own (one round trip): a
+        # job never run before (no events yet).
+        params = {"job_id": job_id, "claimer": worker_id, "now": time.time()}
+        first_claim = statements.FIRST_CLAIM
+        if incarnation is not None:
+            params["incarnation"] = incarnation
+            first_claim = statements.FIRST_CLAIM_OF_INCARNATION
+        first = await self._alone(first_claim, params)
+        taken = (Claim(_job(first[0]), 1), 0) if first else None
         if taken is None:
             taken = await self._transaction(claim)
         if taken is None:
@@ -568,6 +569,10 @@ class JobStore:
         kept = self._rows.get(job_id) or self._ended.get(job_id)
         if kept is not None:
             return kept
+        if self._pipelines:
+            found = await self._on_loop_alone(statements.GET_JOB, {"job_id": job_id})
+            if found is not None:
+                return _job(found[0]) if found else None
 
         def get(connection: Connection) -> JobRow | None:
             row = connection.execute(statements.GET_JOB, {"job_id": job_id}).first()
@@ -784,11 +789,43 @@ class JobStore:
             for payload in self._payloads(batch) if self._notifies else ():
                 pipeline.execute(_NOTIFY, {"channel": JOBS_CHANNEL, "payload": payload})
             pipeline.sql("COMMIT")
-            await pipeline.send(await self._connected())
+            async with self._on_loop_lock:
+                await pipeline.send(await self._connected())
         except (psycopg.Error, SQLAlchemyError, OSError, TimeoutError):
             await self._disconnect()
             return None
         return [None] * len(batch)
+
+    async def _alone(self, statement: Executable, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """One statement, committed by itself; the rows it returned, by column name."""
+        if self._pipelines and (rows := await self._on_loop_alone(statement, params)) is not None:
+            return rows
+
+        def alone(connection: Connection) -> list[dict[str, Any]]:
+            result = connection.execute(statement, params)
+            return [dict(row._mapping) for row in result] if result.returns_rows else []
+
+        return await self._statement(alone)
+
+    async def _on_loop_alone(
+        self, statement: Executable, params: dict[str, Any]
+    ) -> list[dict[str, Any]] | None:
+        """PostgreSQL: one statement on the event loop's connection, in autocommit (a hand
+        over to a thread and back is two more wake-ups, each waiting for a CPU on a busy
+        machine). None when that connection cannot be opened: the caller goes by a
+        thread. Once sent, a statement is never sent again: its error is the caller's."""
+        async with self._on_loop_lock:
+            try:
+                connection = await self._connected()
+            except (psycopg.Error, OSError, TimeoutError):
+                await self._disconnect()
+                return None
+            try:
+                with translated():
+                    return await fetch(connection, statement, self._engine.dialect, params)
+            except StoreUnavailable:
+                await self._disconnect()
+                raise
 
     async def _connected(self) -> psycopg.AsyncConnection[Any]:
         """The event loop's connection, opened again if the server ended it."""
