@@ -117,6 +117,7 @@ async def measure(service: Service, args: argparse.Namespace) -> dict[str, Any]:
     entry |= latency(at_rest) | latency(back_to_back, "back_to_back_")
     for path in PATHS:
         entry[f"{path}_per_s"] = statistics.median(saturation[path])
+        entry[f"{path}_rounds_per_s"] = saturation[path]
         # Each round measures the three ways one after the other: the ratio of a round is
         # taken within it, so that the machine's drift between rounds stays out of it.
         rounds = zip(saturation[path], saturation["runs"], strict=True)
