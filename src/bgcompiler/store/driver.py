@@ -8,7 +8,7 @@ PostgreSQL takes to run one of a job's small writes, and on the path of every jo
 
 On PostgreSQL a batch goes in pipeline mode: its statements, with their BEGIN and COMMIT,
 reach the server together and are answered in one round trip. What a statement returns is
-then read once that round trip is done: `Rows.exists()` after `settle()`. A `Pipeline`
+then read once that round trip is done: `Rows.exists()`. A `Pipeline`
 records the statements and sends them from the event loop on an asyncio connection, with
 no thread to hand the batch to and back (each hand-over is a wake-up that waits for a CPU
 while the engine handles a run's end).
@@ -59,7 +59,7 @@ class Rows:
 
     def exists(self) -> bool:
         """Whether the statement returned a row (SQLite: at once; PostgreSQL in a pipeline:
-        only after `Statements.settle()`, or once `Pipeline.send()` returned)."""
+        only after `OnConnection.settle()`, or once `Pipeline.send()` returned)."""
         if self._found is None:
             assert self._cursor is not None, "a pipeline's rows are read once it is sent"
             returns = self._cursor.description is not None
@@ -69,8 +69,21 @@ class Rows:
 
 
 class Statements:
-    """Runs statements on the driver connection under `connection` (SQLAlchemy's, checked
-    out of its pool and in the transaction state the caller set up)."""
+    """What a batch's writes are given: `execute` a statement with its parameters, or `sql`
+    a statement of neither parameters nor rows."""
+
+    dialect: Dialect
+
+    def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Rows:
+        raise NotImplementedError
+
+    def sql(self, query: str) -> None:
+        raise NotImplementedError
+
+
+class OnConnection(Statements):
+    """Runs statements at once on the driver connection under `connection` (SQLAlchemy's,
+    checked out of its pool and in the transaction state the caller set up)."""
 
     def __init__(self, connection: Connection) -> None:
         self._driver = connection.connection.driver_connection

@@ -53,7 +53,7 @@ from sqlalchemy.sql import Executable
 from bgcompiler.errors import InvalidRequest, NotFound, StoreUnavailable, WorkerReplaced
 from bgcompiler.store import statements
 from bgcompiler.store.database import BUSY_TIMEOUT_MS, for_reads, server_ended
-from bgcompiler.store.driver import Pipeline, Statements, fetch
+from bgcompiler.store.driver import OnConnection, Pipeline, Statements, fetch
 from bgcompiler.store.schema import deliveries, events, jobs, workers
 
 log = structlog.get_logger(__name__)
@@ -783,12 +783,7 @@ class JobStore:
         refused (a failed pipeline's transaction is rolled back by the server)."""
         pipeline = Pipeline(self._engine.dialect)
         try:
-            pipeline.sql("BEGIN")
-            for pending in batch:
-                pending.write(pipeline)
-            for payload in self._payloads(batch) if self._notifies else ():
-                pipeline.execute(_NOTIFY, {"channel": JOBS_CHANNEL, "payload": payload})
-            pipeline.sql("COMMIT")
+            self._transaction_of(batch, pipeline)
             async with self._on_loop_lock:
                 await pipeline.send(await self._connected())
         except (psycopg.Error, SQLAlchemyError, OSError, TimeoutError):
@@ -854,7 +849,7 @@ class JobStore:
         again, a write at a time, and logs what is refused)."""
         try:
             with self._engine.begin() as connection:
-                statements_ = Statements(connection)
+                statements_ = OnConnection(connection)
                 # The write lock is taken at the first write (in WAL mode the COMMIT needs
                 # no other): held by another process, it is not waited for on the loop.
                 statements_.sql("PRAGMA busy_timeout=0")
@@ -900,7 +895,7 @@ class JobStore:
         (whether a guarded write found its attempt still holding the job) are read after."""
         if not self._pipelines:
             with self._engine.begin() as connection:
-                statements_ = Statements(connection)
+                statements_ = OnConnection(connection)
                 for pending in batch:
                     pending.write(statements_)
                 statements_.settle()
@@ -910,21 +905,26 @@ class JobStore:
         with self._reads.connect() as connection:
             driver = connection.connection.driver_connection
             assert isinstance(driver, psycopg.Connection)
-            statements_ = Statements(connection)
+            statements_ = OnConnection(connection)
             try:
                 with driver.pipeline():
-                    statements_.sql("BEGIN")
-                    for pending in batch:
-                        pending.write(statements_)
-                    for payload in self._payloads(batch) if self._notifies else ():
-                        statements_.execute(_NOTIFY, {"channel": JOBS_CHANNEL, "payload": payload})
-                    statements_.sql("COMMIT")
+                    self._transaction_of(batch, statements_)
                 statements_.settle()
             except BaseException:
                 # A pipeline that failed can leave its connection inside the aborted
                 # transaction: the pool must not hand it out again.
                 connection.invalidate()
                 raise
+
+    def _transaction_of(self, batch: list[_Pending], into: Statements) -> None:
+        """PostgreSQL, in autocommit: BEGIN, the batch's writes, the notifications to the
+        other nodes, COMMIT."""
+        into.sql("BEGIN")
+        for pending in batch:
+            pending.write(into)
+        for payload in self._payloads(batch) if self._notifies else ():
+            into.execute(_NOTIFY, {"channel": JOBS_CHANNEL, "payload": payload})
+        into.sql("COMMIT")
 
     def _payloads(self, batch: list[_Pending]) -> list[str]:
         """The notification of each job the batch touches (marked if it ended)."""
