@@ -59,6 +59,7 @@ from bgcompiler.services import Services, limits_from
 from bgcompiler.settings import Settings
 from bgcompiler.store.cluster import ClusterStore
 from bgcompiler.store.database import database_url, open_database
+from bgcompiler.store.ends import ENDS_CHANNEL
 from bgcompiler.store.jobs import JOBS_CHANNEL, JobStore
 from bgcompiler.store.keys import KeyStore
 
@@ -201,7 +202,7 @@ async def api_node(
     executor.attach(jobs)
     listener = Listener(
         settings.database_url,
-        {JOBS_CHANNEL: store.announced},
+        {ENDS_CHANNEL: store.announced_end, JOBS_CHANNEL: store.announced},
         connected=store.announce_all,
     )
     await listener.start()

@@ -180,3 +180,61 @@ async def test_nodes_started_together_on_a_new_database_all_open_it(postgres_url
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
         [(version_rows,)] = connection.execute("SELECT count(*) FROM alembic_version")
     assert version_rows == 1
+
+
+@pytest.mark.parametrize(
+    ("rerun", "outcome"),
+    [(False, b'{"runs": []}'), (True, b'{"runs": []}'), (False, b"x" * 9000)],
+    ids=["first attempt", "run again after its worker vanished", "outcome too large to tell"],
+)
+async def test_an_api_node_s_waiter_gets_the_end_s_row_with_it(
+    parts: Parts, rerun: bool, outcome: bytes
+) -> None:
+    """A worker's end tells the API nodes the columns it left (store/ends.py): the waiter's
+    row with them laid over is exactly the row a read gives, whatever the job went through
+    (a run counted, a second attempt whose reason stays on the job). An end too large for a
+    notification still wakes the waiter, which then reads."""
+    from bgcompiler.cluster.notify import Listener
+    from bgcompiler.store.ends import ENDS_CHANNEL, JobEnd
+    from bgcompiler.store.jobs import JOBS_CHANNEL
+
+    api = JobStore(parts.engine, keeps_rows=False, notifies=True)
+    api.start()
+    listener = Listener(parts.url, {ENDS_CHANNEL: api.announced_end, JOBS_CHANNEL: api.announced})
+    await listener.start()
+    try:
+        job_id = await parts.job()
+        if rerun:
+            await parts.beat("w1", ago=60)
+            assert await parts.jobs.claim(job_id, "w1", stale_before=0) is not None
+            await parts.cluster.take_back(time.time() - 5, max_attempts=3)
+        end = api.end_of(job_id)
+        assert isinstance(end, JobEnd)
+        before = await api.get(job_id)
+        assert before is not None
+        await parts.beat("w2")
+        claim = await parts.jobs.claim(job_id, "w2", stale_before=time.time() - 5)
+        assert claim is not None
+        parts.jobs.event(job_id, "run", b"{}", counts_run=True)
+        parts.jobs.finished(job_id, DONE, outcome=outcome)
+        await parts.jobs.flush()
+        async with asyncio.timeout(5):
+            await end.wait()
+        read = await api.get(job_id)
+        assert read is not None
+        assert (read.status, read.runs_done, read.attempts, read.outcome) == (
+            DONE,
+            1,
+            2 if rerun else 1,
+            outcome,
+        )
+        if rerun:
+            assert read.error == "its worker w1 stopped answering during attempt 1"
+        if len(outcome) > 8000:
+            assert end.changes is None
+            assert end.ended(before) is None
+        else:
+            assert end.ended(before) == read
+    finally:
+        await listener.stop()
+        await api.close()

@@ -272,10 +272,17 @@ class ClusterExecutor:
         jobs = self._jobs
         assert jobs is not None
         submitted = False
-        try:
-            await jobs.submit(job.id, job.plan, metadata=None, callback_url=None, api=SYNC_API)
+
+        async def submit() -> JobRow:
+            nonlocal submitted
+            row = await jobs.submit(
+                job.id, job.plan, metadata=None, callback_url=None, api=SYNC_API
+            )
             submitted = True
-            row = await jobs.get(job.id)
+            return row
+
+        try:
+            row = await jobs.submit_and_wait(job.id, 60, submit)
             while row.status not in FINAL:
                 row = await jobs.wait(job.id, 60)
             if not job.outcome.done():

@@ -32,6 +32,7 @@ from bgcompiler.executor import Executor
 from bgcompiler.jobs.webhooks import Callback, Webhooks
 from bgcompiler.models import RunResult
 from bgcompiler.scheduler import Job
+from bgcompiler.store.ends import JobEnd
 from bgcompiler.store.jobs import CANCELLED, DONE, FAILED, FINAL, JobRow, JobStore
 
 log = structlog.get_logger(__name__)
@@ -178,6 +179,8 @@ class JobService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     await change.wait()
+            if isinstance(change, JobEnd) and (ended := change.ended(row)) is not None:
+                return ended  # the end came with what it left in the row
 
     async def cancel(self, job_id: str) -> JobRow:
         """Cancels a queued or running job (its containers killed at once); a job that has

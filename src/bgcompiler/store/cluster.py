@@ -149,12 +149,16 @@ class ClusterStore:
     # --- jobs ----------------------------------------------------------------------------
 
     async def sent(self, job_ids: list[str], route: str) -> None:
-        """The jobs were handed to the queue now (on `route`)."""
+        """The jobs were handed to the queue now (on `route`). Only those still queued: a job
+        a worker holds keeps the row its claim returned (its end tells the other nodes that
+        row, store/ends.py)."""
         now = time.time()
 
         def sent(connection: Connection) -> None:
             connection.execute(
-                update(jobs).where(jobs.c.id.in_(job_ids)).values(sent_at=now, route=route)
+                update(jobs)
+                .where(jobs.c.id.in_(job_ids), jobs.c.status == QUEUED)
+                .values(sent_at=now, route=route)
             )
 
         await self._write(sent)

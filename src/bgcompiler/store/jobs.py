@@ -54,6 +54,7 @@ from bgcompiler.errors import InvalidRequest, NotFound, StoreUnavailable, Worker
 from bgcompiler.store import statements
 from bgcompiler.store.database import BUSY_TIMEOUT_MS, for_reads, server_ended
 from bgcompiler.store.driver import OnConnection, Pipeline, Statements, fetch
+from bgcompiler.store.ends import ENDS_CHANNEL, JobEnd, end_changes, end_payload
 from bgcompiler.store.schema import deliveries, events, jobs, workers
 
 log = structlog.get_logger(__name__)
@@ -136,6 +137,7 @@ class _Pending:
     done: asyncio.Future[None] | None
     committed: Callable[[], None] | None = None  # brings the rows kept in memory up to date
     ends: bool = False  # the write ends the job (its final state)
+    told_end: str | None = None  # distributed mode: the end's notification with its columns
     gathers: bool = False  # writes that follow at once (a job's start) join its commit
 
 
@@ -177,14 +179,16 @@ class JobStore:
         self._thread_work = 0  # calls handed to the writer's thread, not yet returned
         self._commits_since_checkpoint = 0
         self._on_lost = on_lost
-        # Distributed mode: the attempt this worker holds of each job it runs.
+        # Distributed mode: the attempt this worker holds of each job it runs, and the job's
+        # row as it will be once the writes queued so far commit (its end is told with it).
         self._held: dict[str, int] = {}
+        self._held_rows: dict[str, JobRow] = {}
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._reader_threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="store-reader")
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._changes: dict[str, asyncio.Event] = {}
-        self._ends: dict[str, asyncio.Event] = {}
+        self._ends: dict[str, JobEnd] = {}
         self._last_event: dict[str, int] = {}
         self._attempt: dict[str, int] = {}
         # The rows of the jobs this process runs, as last committed (their only writer is
@@ -310,6 +314,8 @@ class JobStore:
         row = {"job_id": job_id, "id": event_id, "attempt": attempt, "kind": kind, "data": data}
 
         held = self._held.get(job_id)
+        if counts_run and (held_row := self._held_rows.get(job_id)) is not None:
+            self._held_rows[job_id] = replace(held_row, runs_done=held_row.runs_done + 1)
         appended: list[Callable[[], bool]] = []  # the last try's
 
         def write(connection: Statements) -> None:
@@ -334,6 +340,14 @@ class JobStore:
         done = {"job_id": job_id, "id": event_id, "attempt": self._attempt.get(job_id, 0)}
 
         held = self._held.pop(job_id, None)
+        held_row = self._held_rows.pop(job_id, None)
+        told_end = None
+        if held_row is not None and self._notifies:
+            # A reason written earlier (why the job was run again) stays on a job that ends.
+            kept_error = error if error is not None else held_row.error
+            told_end = end_payload(
+                replace(held_row, status=status, finished_at=now, outcome=outcome, error=kept_error)
+            )
         wrote: list[Callable[[], bool]] = []  # the last try's
 
         def write(connection: Statements) -> None:
@@ -353,7 +367,7 @@ class JobStore:
                 ended = replace(kept, status=status, finished_at=now, outcome=outcome, error=error)
                 self._keep_ended(ended)
 
-        self._enqueue(write, job_id, committed, ends=True)
+        self._enqueue(write, job_id, committed, ends=True, told_end=told_end)
         self._attempt.pop(job_id, None)
         self._last_event.pop(job_id, None)  # an ended job gets no more events
 
@@ -416,7 +430,12 @@ class JobStore:
             if taken.rowcount != 1:
                 return None
             held = replace(
-                row, status=RUNNING, attempts=row.attempts + 1, worker=worker_id, started_at=now
+                row,
+                status=RUNNING,
+                attempts=row.attempts + 1,
+                worker=worker_id,
+                started_at=now,
+                runs_done=0,
             )
             return Claim(held, held.attempts), int(last or 0)
 
@@ -435,6 +454,7 @@ class JobStore:
             return None
         claim_, last = taken
         self._held[job_id] = claim_.attempt
+        self._held_rows[job_id] = claim_.row
         self._attempt[job_id] = claim_.attempt
         self._last_event[job_id] = last
         return claim_
@@ -443,6 +463,7 @@ class JobStore:
         """This worker gives the job up unfinished (it is stopping): queued again, for
         another worker to run from the start."""
         held = self._held.pop(job_id, None)
+        self._held_rows.pop(job_id, None)
         self._attempt.pop(job_id, None)
         self._last_event.pop(job_id, None)
         if held is None:
@@ -553,11 +574,12 @@ class JobStore:
     def end_of(self, job_id: str) -> asyncio.Event:
         """What a waiter for the job's end waits on. On a single node, every change of the
         job (a woken waiter reads the row kept in memory); on an API node of distributed
-        mode, only its end, announced by the worker's notification (each wake costs a read
-        of the database). Take it before reading, then wait."""
+        mode, only its end, announced by the worker's notification (a `JobEnd`: when the
+        notification carried the end's columns, the waiter needs no read). Take it before
+        reading, then wait."""
         if self._keeps_rows or not self._notifies:
             return self.change_of(job_id)
-        return self._ends.setdefault(job_id, asyncio.Event())
+        return self._ends.setdefault(job_id, JobEnd())
 
     def forget_change(self, job_id: str, change: asyncio.Event) -> None:
         """Drops the change of a job that has ended (it would never be announced)."""
@@ -670,8 +692,9 @@ class JobStore:
         committed: Callable[[], None] | None = None,
         *,
         ends: bool = False,
+        told_end: str | None = None,
     ) -> None:
-        self._queue.put_nowait(_Pending(write, (job_id,), None, committed, ends))
+        self._queue.put_nowait(_Pending(write, (job_id,), None, committed, ends, told_end))
 
     def _submit(
         self,
@@ -922,6 +945,10 @@ class JobStore:
         into.sql("BEGIN")
         for pending in batch:
             pending.write(into)
+        # The ends with their columns first: a waiter woken by one of them needs no read.
+        for pending in batch if self._notifies else ():
+            if pending.told_end is not None:
+                into.execute(_NOTIFY, {"channel": ENDS_CHANNEL, "payload": pending.told_end})
         for payload in self._payloads(batch) if self._notifies else ():
             into.execute(_NOTIFY, {"channel": JOBS_CHANNEL, "payload": payload})
         into.sql("COMMIT")
@@ -937,6 +964,7 @@ class JobStore:
     def _lost(self, job_id: str) -> None:
         log.warning("the job was taken over by another attempt; this one stops", job=job_id)
         self._held.pop(job_id, None)
+        self._held_rows.pop(job_id, None)
         if self._on_lost is not None:
             self._on_lost(job_id)
 
@@ -947,6 +975,19 @@ class JobStore:
         self._announce((job_id,))
         if payload.endswith(END_MARK):
             self._announce_end(job_id)
+
+    def announced_end(self, payload: str) -> None:
+        """A worker ended a job, and told the columns its end left (ENDS_CHANNEL): whoever
+        waits for the end gets them with it."""
+        try:
+            job_id, changes = end_changes(payload)
+        except ValueError:
+            log.warning("a notification on the ends' channel is not a job's end")
+            return
+        end = self._ends.pop(job_id, None)
+        if end is not None:
+            end.changes = changes
+            end.set()
 
     def announce_all(self) -> None:
         """Notifications may have been missed (the listener reconnected): wake every waiter."""
