@@ -332,8 +332,11 @@ def test_a_run_s_replacement_and_removal_begin_after_its_answer(server: Server, 
             return str(server.v1(**body)["runs"][0]["stdout"])
         return str(server.run(script)["stdout"])
 
-    run("echo warm")  # the pool now holds its target for this kind of run
+    run("echo warm")  # the pool fills up to its target for this kind of run
     assert server.settled()
+    # ... and has finished starting it (a container still starting would start below, in
+    # the window watched, and the replacement the take asks for would come after the watch)
+    assert wait_until(lambda: server.status()["sandbox"]["pool_starting"] == 0, timeout=15)
     since = time.time()  # the engine's clock is the host's
     hostname = run("hostname").strip()  # takes a warm container: a replacement is due
     answered = time.time()
