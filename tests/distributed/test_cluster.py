@@ -107,6 +107,9 @@ def test_jobs_run_on_workers_and_every_api_answers(api: Server, cluster: Cluster
     document = result(api.url, job_id)
     assert document["status"] == "done"
     assert [run["stdout"] for run in document["result"]["runs"]] == ["from-a-worker\n"] * 2
+    # The `?wait` answer, made from what the worker's end told (store/ends.py), is the job
+    # as stored.
+    assert api.client.get(f"/api/v1/jobs/{job_id}").json() == document
     assert cluster.job(job_id)["worker"] in cluster.workers
     runs = api.client.post("/api/v1/runs", json=echo("synchronous"))
     assert runs.status_code == 200, runs.text
