@@ -238,3 +238,49 @@ async def test_an_api_node_s_waiter_gets_the_end_s_row_with_it(
     finally:
         await listener.stop()
         await api.close()
+
+
+async def test_an_api_node_watches_the_end_of_its_own_jobs_from_their_insert(
+    parts: Parts,
+) -> None:
+    """An API node's `?wait` for a job it submitted needs no read: the job's end is watched
+    from before its insert, with the row as inserted, and the end's columns laid over that
+    row are the job as stored. Once the job has ended, or if its insert failed, nothing of
+    it is kept."""
+    from bgcompiler.cluster.notify import Listener
+    from bgcompiler.errors import BgcError
+    from bgcompiler.store.ends import ENDS_CHANNEL
+    from bgcompiler.store.jobs import JOBS_CHANNEL
+
+    api = JobStore(parts.engine, keeps_rows=False, notifies=True)
+    api.start()
+    listener = Listener(parts.url, {ENDS_CHANNEL: api.announced_end, JOBS_CHANNEL: api.announced})
+    await listener.start()
+    try:
+        job_id = uuid.uuid4().hex
+        row, stored = api.create(
+            job_id, plan=b"{}", runs_total=1, metadata='{"k": 1}', callback_url=None, route="r"
+        )
+        await stored
+        watched = api.watched(job_id)
+        assert watched is not None
+        end, before = watched
+        assert before == row
+        await parts.beat("w1")
+        assert await parts.jobs.claim(job_id, "w1", stale_before=time.time() - 5) is not None
+        parts.jobs.event(job_id, "run", b"{}", counts_run=True)
+        parts.jobs.finished(job_id, DONE, outcome=b'{"runs": []}')
+        await parts.jobs.flush()
+        async with asyncio.timeout(5):
+            await end.wait()
+        assert end.ended(before) == await api.get(job_id)
+        assert api.watched(job_id) is None
+        _, again = api.create(  # the same id: its insert fails
+            job_id, plan=b"{}", runs_total=1, metadata=None, callback_url=None, route="r"
+        )
+        with pytest.raises(BgcError):
+            await again
+        assert api.watched(job_id) is None
+    finally:
+        await listener.stop()
+        await api.close()

@@ -164,6 +164,8 @@ class JobService:
         caller knows it, and its end watched from before that."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        if first is None:  # an API node's own job: watched since its insert, no read needed
+            first = self._store.watched(job_id)
         while True:
             if first is not None:
                 (change, row), first = first, None

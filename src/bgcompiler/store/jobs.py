@@ -189,6 +189,9 @@ class JobStore:
         self._writer: asyncio.Task[None] | None = None
         self._changes: dict[str, asyncio.Event] = {}
         self._ends: dict[str, JobEnd] = {}
+        # An API node's jobs not ended yet: their end as watched since the insert, and the
+        # row as inserted (`watched`).
+        self._submitted: dict[str, tuple[JobEnd, JobRow]] = {}
         self._last_event: dict[str, int] = {}
         self._attempt: dict[str, int] = {}
         # The rows of the jobs this process runs, as last committed (their only writer is
@@ -266,7 +269,20 @@ class JobStore:
             async def insert() -> None:
                 await self._alone(statements.insert_job(JobRow.__slots__), _fields(row))
 
-            return row, asyncio.ensure_future(insert())
+            inserted = asyncio.ensure_future(insert())
+            if self._notifies:
+                # An API node watches the end of the jobs it submits from before their insert:
+                # a `?wait` for one of them waits with the row as inserted, and the end's
+                # columns laid over it make the answer, without reading the job at all.
+                self._submitted[job_id] = (self._ends.setdefault(job_id, JobEnd()), row)
+                inserted.add_done_callback(
+                    lambda done: (
+                        self._submitted.pop(job_id, None)
+                        if done.cancelled() or done.exception() is not None
+                        else None
+                    )
+                )
+            return row, inserted
 
         def write(connection: Statements) -> None:
             connection.execute(statements.insert_job(JobRow.__slots__), _fields(row))
@@ -586,6 +602,15 @@ class JobStore:
         for waited in (self._changes, self._ends):
             if waited.get(job_id) is change and not change.is_set():
                 del waited[job_id]
+        submitted = self._submitted.get(job_id)
+        if submitted is not None and submitted[0] is change:
+            del self._submitted[job_id]
+
+    def watched(self, job_id: str) -> tuple[JobEnd, JobRow] | None:
+        """An API node's own job that has not ended (as far as its notifications say): its
+        end, watched since before its insert, and its row as inserted, which a waiter may
+        take for the row it would read (the end's columns replace all that changed)."""
+        return self._submitted.get(job_id)
 
     async def get(self, job_id: str) -> JobRow | None:
         kept = self._rows.get(job_id) or self._ended.get(job_id)
@@ -984,6 +1009,7 @@ class JobStore:
         except ValueError:
             log.warning("a notification on the ends' channel is not a job's end")
             return
+        self._submitted.pop(job_id, None)
         end = self._ends.pop(job_id, None)
         if end is not None:
             end.changes = changes
@@ -996,6 +1022,7 @@ class JobStore:
             self._announce_end(job_id)
 
     def _announce_end(self, job_id: str) -> None:
+        self._submitted.pop(job_id, None)
         end = self._ends.pop(job_id, None)
         if end is not None:
             end.set()
