@@ -71,6 +71,17 @@ def test_keys_made_by_the_cli_open_a_real_service_and_keep_jobs_apart(tmp_path: 
     assert theirs.status_code == 404
     own = httpx.get(f"{server.url}/api/v1/jobs/{job}?wait=30", headers={"X-API-Key": alice})
     assert own.json()["status"] == "done"
+    # Waiting on another key's job is a 404 at once, not once the job has ended (which
+    # would tell when it ends): the job is still running after the answer.
+    slow = {**body, "script": "sleep 2; echo late", "count": 1}
+    running = httpx.post(f"{server.url}/api/v1/jobs", json=slow, headers={"X-API-Key": alice})
+    slow_job = running.json()["id"]
+    waited = httpx.get(
+        f"{server.url}/api/v1/jobs/{slow_job}?wait=30", headers={"X-API-Key": bob}, timeout=60
+    )
+    assert waited.status_code == 404
+    still = httpx.get(f"{server.url}/api/v1/jobs/{slow_job}", headers={"X-API-Key": alice})
+    assert still.json()["status"] in ("queued", "running")
 
     url = f"ws://127.0.0.1:{server.port}/api/v2/connect"
     with pytest.raises(InvalidStatus) as refused:

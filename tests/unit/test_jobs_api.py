@@ -170,6 +170,7 @@ async def test_refusals_are_clear_and_store_nothing(api: Callable[..., Any]) -> 
     server without a secret, or to a private address, 422 naming callback_url."""
     client = await api()
     assert (await client.get("/api/v1/jobs/nope")).status_code == 404
+    assert (await client.get("/api/v1/jobs/nope", params={"wait": 1})).status_code == 404
     assert (await client.get("/api/v1/jobs/nope/events")).status_code == 404
     assert (await client.delete("/api/v1/jobs/nope")).status_code == 404
     for wait in (0, 61):

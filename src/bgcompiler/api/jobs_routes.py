@@ -139,8 +139,10 @@ async def get_job(
     wait: Annotated[float | None, WAIT] = None,
 ) -> JSONResponse:
     service = jobs(request)
-    row = await visible_job(request, job_id)
-    row = await service.wait(job_id, wait) if wait is not None else row
+    if wait is None:
+        row = await visible_job(request, job_id)
+    else:  # checked by the wait, on the row it starts from (an API node may not read one)
+        row = await service.wait(job_id, wait, allowed=lambda row: may_see(request, row.owner))
     # Answered as rendered (not re-serialized through the schema): `result` is then exactly
     # the document POST /api/v1/runs answers, absent fields absent rather than null.
     return JSONResponse(await document(service, job_id, row=row))

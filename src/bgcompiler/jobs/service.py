@@ -158,10 +158,17 @@ class JobService:
         return await self.wait(job_id, seconds, first=(change, row))
 
     async def wait(
-        self, job_id: str, seconds: float, *, first: tuple[asyncio.Event, JobRow] | None = None
+        self,
+        job_id: str,
+        seconds: float,
+        *,
+        first: tuple[asyncio.Event, JobRow] | None = None,
+        allowed: Callable[[JobRow], bool] | None = None,
     ) -> JobRow:
         """The job once it has ended, or as it is after `seconds`. `first`: the job as the
-        caller knows it, and its end watched from before that."""
+        caller knows it, and its end watched from before that. `allowed`: whether the
+        caller may see the job; NotFound, before any wait, if it may not (as if there were
+        no such job)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         if first is None:  # an API node's own job: watched since its insert, no read needed
@@ -171,7 +178,15 @@ class JobService:
                 (change, row), first = first, None
             else:
                 change = self._store.end_of(job_id)  # taken before the read: none is missed
-                row = await self.get(job_id)
+                try:
+                    row = await self.get(job_id)
+                except NotFound:
+                    self._store.forget_change(job_id, change)  # no such job: nobody waits
+                    raise
+            if allowed is not None:
+                if not allowed(row):  # its owner is the same in every row of it
+                    raise NotFound(f"no job {job_id!r}")
+                allowed = None
             if row.status in FINAL:
                 # It will never change again: nobody else can be waiting on this one.
                 self._store.forget_change(job_id, change)
