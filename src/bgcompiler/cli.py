@@ -86,6 +86,9 @@ def main() -> None:
 @click.option("--data-dir", help="Where the embedded job store lives. [~/.local/share/bg-compiler]")
 @click.option("--database-url", help="A PostgreSQL job store: postgresql://user@host:port/db.")
 @click.option("--retention-days", type=float, help="Days finished jobs are kept. [7]")
+@click.option(
+    "--keepalive", type=float, help="Seconds between keep-alive comments on an idle stream. [15]"
+)
 @click.option("--webhook-secret", help="HMAC key signing job callbacks. [none: no callbacks]")
 @click.option("--webhook-retries", type=int, help="Retries of a failed callback. [5]")
 @click.option(
@@ -148,6 +151,7 @@ _HTTP_ONLY = {
     "cors_origin",
     "require_api_key",
     "retention_days",
+    "keepalive",
     "backlog",
     "max_attempts",
     "max_count",

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     retention_days: float = Field(
         7, gt=0, description="days a finished job is kept before it is purged"
     )
+    keepalive: float = Field(
+        15, gt=0, le=300, description="seconds between keep-alive comments on an idle event stream"
+    )
     webhook_secret: str | None = Field(
         None, min_length=1, description="the HMAC key that signs callbacks; none: no callbacks"
     )

@@ -282,11 +282,12 @@ def test_a_thousand_one_run_jobs_from_twenty_clients(
 
 @pytest.mark.slow
 def test_an_idle_stream_gets_keep_alive_comments(tmp_path: Path) -> None:
-    """While nothing happens (a run of 17 s), the stream carries keep-alive comments (every
-    15 s), so that proxies do not cut it; the run's event follows."""
-    server = launch(tmp_path, "--timeout", "60")
+    """While nothing happens (a run of 3 s), the stream carries keep-alive comments (every
+    --keepalive seconds: 1 here, 15 by default), so that proxies do not cut it; the run's
+    event follows."""
+    server = launch(tmp_path, "--timeout", "60", "--keepalive", "1")
     try:
-        job = submit(server, image=BUSYBOX, run="sleep 17; echo late", script="")
+        job = submit(server, image=BUSYBOX, run="sleep 3; echo late", script="")
         lines: list[str] = []
         with (
             httpx.Client(base_url=server.url, timeout=60) as client,

@@ -5,6 +5,7 @@ finished job's `result` is the same document."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -194,11 +195,14 @@ async def job_events(
     job_id: Annotated[str, Depends(existing_job)],
     after: Annotated[int, Depends(last_seen)],
 ) -> AsyncIterator[ServerSentEvent]:
-    async for event in _stream(jobs(request), job_id, after):
+    keepalive = request.app.state.services.settings.keepalive
+    async for event in _stream(jobs(request), job_id, after, keepalive):
         yield event
 
 
-async def _stream(service: JobService, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+async def _stream(
+    service: JobService, job_id: str, after: int, keepalive: float
+) -> AsyncIterator[ServerSentEvent]:
     ended = False
     while True:
         change = service.store.change_of(job_id)
@@ -215,5 +219,9 @@ async def _stream(service: JobService, job_id: str, after: int) -> AsyncIterator
             return
         # An ended job's `done` event is committed with its status: one more read finds it.
         ended = (await service.get(job_id)).status in FINAL
-        if not ended:
-            await change.wait()
+        while not ended and not change.is_set():
+            try:
+                async with asyncio.timeout(keepalive):
+                    await change.wait()
+            except TimeoutError:  # idle: a comment, so that proxies keep the stream open
+                yield ServerSentEvent(comment="ping")
