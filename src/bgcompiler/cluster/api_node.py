@@ -181,6 +181,7 @@ class ClusterJobs(JobService):
         try:
             await sent
         except QueueUnavailable:
+            self._store.unwatch(job_id)  # removed: it will never end
             with contextlib.suppress(StoreUnavailable):
                 await self._cluster.store.discard(job_id)
             raise

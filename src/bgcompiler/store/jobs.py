@@ -277,7 +277,7 @@ class JobStore:
                 self._submitted[job_id] = (self._ends.setdefault(job_id, JobEnd()), row)
                 inserted.add_done_callback(
                     lambda done: (
-                        self._submitted.pop(job_id, None)
+                        self.unwatch(job_id)
                         if done.cancelled() or done.exception() is not None
                         else None
                     )
@@ -605,6 +605,13 @@ class JobStore:
         submitted = self._submitted.get(job_id)
         if submitted is not None and submitted[0] is change:
             del self._submitted[job_id]
+
+    def unwatch(self, job_id: str) -> None:
+        """An API node's job that will never end (its insert failed, or it was removed
+        unsent): nothing of it is kept for waiters."""
+        submitted = self._submitted.pop(job_id, None)
+        if submitted is not None:
+            self.forget_change(job_id, submitted[0])
 
     def watched(self, job_id: str) -> tuple[JobEnd, JobRow] | None:
         """An API node's own job that has not ended (as far as its notifications say): its
