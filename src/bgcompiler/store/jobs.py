@@ -179,10 +179,9 @@ class JobStore:
         self._thread_work = 0  # calls handed to the writer's thread, not yet returned
         self._commits_since_checkpoint = 0
         self._on_lost = on_lost
-        # Distributed mode: the attempt this worker holds of each job it runs, and the job's
-        # row as it will be once the writes queued so far commit (its end is told with it).
-        self._held: dict[str, int] = {}
-        self._held_rows: dict[str, JobRow] = {}
+        # Distributed mode: each job this worker holds, as its row will be once the writes
+        # queued so far commit (the attempt held is its `attempts`; its end is told with it).
+        self._held: dict[str, JobRow] = {}
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._reader_threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="store-reader")
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -296,7 +295,7 @@ class JobStore:
         """The job begins (again) on a worker: running, attempts + 1. Returns the attempt.
         A job this worker claimed is already running in the attempt the claim took."""
         if (held := self._held.get(job_id)) is not None:
-            return held
+            return held.attempts
         attempt = self._attempt.get(job_id, 0) + 1
         self._attempt[job_id] = attempt
         now = time.time()
@@ -329,9 +328,10 @@ class JobStore:
         attempt = self._attempt.get(job_id, 0)
         row = {"job_id": job_id, "id": event_id, "attempt": attempt, "kind": kind, "data": data}
 
-        held = self._held.get(job_id)
-        if counts_run and (held_row := self._held_rows.get(job_id)) is not None:
-            self._held_rows[job_id] = replace(held_row, runs_done=held_row.runs_done + 1)
+        held_row = self._held.get(job_id)
+        held = held_row.attempts if held_row is not None else None
+        if counts_run and held_row is not None:
+            self._held[job_id] = replace(held_row, runs_done=held_row.runs_done + 1)
         appended: list[Callable[[], bool]] = []  # the last try's
 
         def write(connection: Statements) -> None:
@@ -355,8 +355,8 @@ class JobStore:
         event_id = self._last_event.get(job_id, 0) + 1
         done = {"job_id": job_id, "id": event_id, "attempt": self._attempt.get(job_id, 0)}
 
-        held = self._held.pop(job_id, None)
-        held_row = self._held_rows.pop(job_id, None)
+        held_row = self._held.pop(job_id, None)
+        held = held_row.attempts if held_row is not None else None
         told_end = None
         if held_row is not None and self._notifies:
             # A reason written earlier (why the job was run again) stays on a job that ends.
@@ -469,8 +469,7 @@ class JobStore:
         if taken is None:
             return None
         claim_, last = taken
-        self._held[job_id] = claim_.attempt
-        self._held_rows[job_id] = claim_.row
+        self._held[job_id] = claim_.row
         self._attempt[job_id] = claim_.attempt
         self._last_event[job_id] = last
         return claim_
@@ -478,12 +477,12 @@ class JobStore:
     def hand_back(self, job_id: str) -> None:
         """This worker gives the job up unfinished (it is stopping): queued again, for
         another worker to run from the start."""
-        held = self._held.pop(job_id, None)
-        self._held_rows.pop(job_id, None)
+        held_row = self._held.pop(job_id, None)
         self._attempt.pop(job_id, None)
         self._last_event.pop(job_id, None)
-        if held is None:
+        if held_row is None:
             return
+        held = held_row.attempts
 
         def write(connection: Statements) -> None:
             connection.execute(
@@ -996,7 +995,6 @@ class JobStore:
     def _lost(self, job_id: str) -> None:
         log.warning("the job was taken over by another attempt; this one stops", job=job_id)
         self._held.pop(job_id, None)
-        self._held_rows.pop(job_id, None)
         if self._on_lost is not None:
             self._on_lost(job_id)
 
@@ -1016,11 +1014,7 @@ class JobStore:
         except ValueError:
             log.warning("a notification on the ends' channel is not a job's end")
             return
-        self._submitted.pop(job_id, None)
-        end = self._ends.pop(job_id, None)
-        if end is not None:
-            end.changes = changes
-            end.set()
+        self._announce_end(job_id, changes)
 
     def announce_all(self) -> None:
         """Notifications may have been missed (the listener reconnected): wake every waiter."""
@@ -1028,10 +1022,11 @@ class JobStore:
         for job_id in list(self._ends):
             self._announce_end(job_id)
 
-    def _announce_end(self, job_id: str) -> None:
+    def _announce_end(self, job_id: str, changes: dict[str, Any] | None = None) -> None:
         self._submitted.pop(job_id, None)
         end = self._ends.pop(job_id, None)
         if end is not None:
+            end.changes = changes
             end.set()
 
     def _announce(self, job_ids: Iterable[str]) -> None:
