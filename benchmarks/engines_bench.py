@@ -36,6 +36,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import gvisor_steps
 from benchmarks.bench import (
     Service,
     percentile,
@@ -43,6 +44,7 @@ from benchmarks.bench import (
     queue_2000,
     throughput,
 )
+from benchmarks.gvisor_steps import Ladder
 from bgcompiler.sandbox.measure import ensure_helper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,10 +208,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "service": {},
         "cpu": {},
         "profile": {},
+        "gvisor_steps": [],
     }
     latency_only: dict[str, Callable[[], Awaitable[float]]] = {}
     try:
         floors: dict[str, dict[str, Callable[[], Awaitable[float]]]] = {}
+        bundles: dict[str, tuple[Path, Path]] = {}  # per runtime: the hardened and bare ones
         image_id = (await docker.images.inspect(IMAGE))["Id"]
         helper = str(ensure_helper(None, CACHE_DIR))
         for runtime in args.runtimes:
@@ -229,6 +233,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await engine_filter(state),
             )
             latency_only[f"hardened bare/{runtime}"] = hardened.run
+            bundles[runtime] = (hardened.bundle, bare.bundle)
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=600)
         ) as session:
@@ -279,6 +284,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 used = proc_cpu_s(services[(engine, "runc")].pid) - cpu_before[engine]
                 data["service"][f"{engine}_cpu_ms_per_run"] = used * 1000 / served[engine]
                 data["service"][f"{engine}_runs"] = served[engine]
+            if "runsc" in bundles:
+                ladder = Ladder(state, *bundles["runsc"])
+                try:
+                    data["gvisor_steps"] = await gvisor_steps.measure(
+                        ladder, machine_busy_s, settle, args.rounds + 2, args.block
+                    )
+                finally:
+                    await ladder.remove()
             for runtime in args.runtimes:
                 data["profile"][runtime] = await profile_service(
                     cases(runtime)["service oci"],
@@ -505,6 +518,7 @@ def report(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
         met = holds[relation](float(value), bound)
         lines.append(f"| {name} | {value} | {'met' if met else 'missed'} |")
     lines += runsc_gap(summary)
+    lines += gvisor_steps.report_lines(data["gvisor_steps"], args.rounds + 2, args.block)
     return "\n".join(lines) + "\n"
 
 
