@@ -123,13 +123,19 @@ function outOfBounds(s) {
   return null;
 }
 
+const running = (result) => result.status === "queued" || result.status === "running";
+
 let redraw = 0;
 function refresh() {
   cancelAnimationFrame(redraw);
-  redraw = requestAnimationFrame(() => {
+  const draw = () => {
     drawPlots($("plots"), state.results);
     drawComparison($("comparison"), state.results);
-  });
+  };
+  // While jobs run, drawn at most once a frame; once none runs, at once: the final plots and
+  // table appear with the last summary, never a frame behind it.
+  if (state.results.some(running)) redraw = requestAnimationFrame(draw);
+  else draw();
 }
 
 function showPermalink(ids) {
@@ -199,7 +205,7 @@ async function reload(ids) {
   showPermalink(ids);
   refresh();
   say(omitted.size ? `Reloaded; the ${[...omitted].join(" and ")} did not fit in the job's 4 KB of metadata.` : "Reloaded.");
-  const open = state.results.filter((r) => r.status === "queued" || r.status === "running");
+  const open = state.results.filter(running);
   await Promise.all(open.map(follow));
   if (open.length) say("Done.");
 }
