@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -342,3 +343,49 @@ async def test_openapi_describes_the_v1_api_with_examples(api: Callable[..., Any
         schema["components"]["schemas"]
     )
     assert (await client.get("/docs")).status_code == 200
+
+
+def _reaches(template: str, operation: dict[str, Any], path: str) -> bool:
+    """Whether a request for `path` is one the operation documents: each of the template's
+    parameters must take a segment its documented pattern (if any) allows."""
+    patterns = {
+        p["name"]: p["schema"].get("pattern")
+        for p in operation.get("parameters", [])
+        if p["in"] == "path"
+    }
+    wanted, given = template.split("/"), path.split("/")
+    if len(wanted) != len(given):
+        return False
+    for part, segment in zip(wanted, given, strict=True):
+        if part.startswith("{"):
+            pattern = patterns.get(part.strip("{}"))
+            if pattern is not None and re.search(pattern, segment) is None:
+                return False
+        elif part != segment:
+            return False
+    return True
+
+
+async def test_no_documented_operation_takes_the_static_path_beside_it(
+    api: Callable[..., Any],
+) -> None:
+    """A static path (Judge0's `/languages/all`, `/submissions/batch`) is its own operation:
+    the path parameter beside it is documented with a pattern that leaves it out, so no
+    client following the schema expects another operation's answer from it. A value outside
+    the pattern is still answered as Judge0 does (404), not refused by validation (422)."""
+    client = await api()
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    static = [path for path in paths if "{" not in path]
+    taken = [
+        (method, template, path)
+        for template, operations in paths.items()
+        if "{" in template
+        for method, operation in operations.items()
+        for path in static
+        if method in paths[path] and _reaches(template, operation, path)
+    ]
+    assert taken == []
+    assert ("get", "/languages/all") in {(m, p) for p, ops in paths.items() for m in ops}
+    for odd in ("/languages/python", "/submissions/not-a-token"):
+        response = await client.get(odd)
+        assert response.status_code == 404, (odd, response.text)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Path
+
 from bgcompiler.api.judge0_wire import FIELDS
 
 _JSON_OBJECT: dict[str, Any] = {"type": "object"}
@@ -132,6 +134,15 @@ BATCH_CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _json("no submission was valid: each one's messages", _BATCH_ANSWER),
     503: UNAVAILABLE,
 }
+# Path parameters as documented: what the service issues and knows. Any other value is
+# answered as Judge0 does (404), not refused by validation; the patterns also keep the
+# static paths beside them (`/submissions/batch`, `/languages/all`) out of these operations.
+TOKEN = Path(
+    description="a token this service issued", json_schema_extra={"pattern": "^[0-9a-f]{32}$"}
+)
+LANGUAGE_ID = Path(
+    description="a Judge0 language id", json_schema_extra={"pattern": "^[0-9]{1,9}$"}
+)
 SHOW = query("base64_encoded", "fields")
 SHOW_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: _json("the submission's fields asked for", _SUBMISSION),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -336,7 +336,7 @@ async def _row(request: Request, token: str) -> JobRow | None:
     responses=docs.SHOW_RESPONSES,
     openapi_extra=docs.SHOW,
 )
-async def get_submission(token: str, request: Request) -> Response:
+async def get_submission(token: Annotated[str, docs.TOKEN], request: Request) -> Response:
     try:
         fields = parse_fields(request.query_params.get("fields"))
     except FieldsError as exc:
@@ -442,7 +442,7 @@ async def all_languages(request: Request) -> Response:
     summary="Judge0: one language",
     responses=docs.LANGUAGE_RESPONSES,
 )
-async def one_language(language_id: str, request: Request) -> Response:
+async def one_language(language_id: Annotated[str, docs.LANGUAGE_ID], request: Request) -> Response:
     svc = services(request)
     known = judge0_languages(svc.languages)
     language = known.get(int(language_id)) if re.fullmatch(r"[0-9]{1,9}", language_id) else None
