@@ -340,21 +340,33 @@ def test_a_run_s_replacement_and_removal_begin_after_its_answer(server: Server, 
     since = time.time()  # the engine's clock is the host's
     hostname = run("hostname").strip()  # takes a warm container: a replacement is due
     answered = time.time()
+
+    def engine_events() -> list[tuple[float, str, str]]:
+        printed = subprocess.run(
+            [
+                "docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+                "--filter", f"label={INSTANCE_LABEL}={server.instance}",
+                "--format", "{{.TimeNano}} {{.Action}} {{.Actor.ID}}",
+            ],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout.split("\n")  # fmt: skip
+        seen = [(int(t) / 1e9, a, actor) for t, a, actor in (e.split(" ", 2) for e in printed if e)]
+        return [event for event in seen if event[0] >= since]
+
+    # The work begins at a pause after the answer: waited for (a snapshot taken as soon as
+    # the containers add up can come before it has begun), then its times compared.
+    def begun() -> bool:
+        actions = {(action, actor.startswith(hostname)) for _, action, actor in engine_events()}
+        return ("create", False) in actions and ("destroy", True) in actions
+
+    wait_until(begun, timeout=15, interval=0.2)
     assert server.settled()
-    events = subprocess.run(
-        [
-            "docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
-            "--filter", f"label={INSTANCE_LABEL}={server.instance}",
-            "--format", "{{.TimeNano}} {{.Action}} {{.Actor.ID}}",
-        ],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout.split("\n")  # fmt: skip
-    seen = [
-        (int(t) / 1e9, action, actor) for t, action, actor in (e.split(" ", 2) for e in events if e)
-    ]
-    seen = [event for event in seen if event[0] >= since]
+    seen = engine_events()
     created = [t for t, action, _ in seen if action == "create"]
     removed = [t for t, action, actor in seen if action == "destroy" and actor.startswith(hostname)]
-    assert created, f"no replacement was started: {seen}"
-    assert len(removed) == 1, f"the used container was not removed: {seen}"
+    # The service's last words, should the engine's events not add up: a warm start that
+    # failed says so there.
+    told = server.log()[-3000:]
+    assert created, f"no replacement was started: {seen}\n{told}"
+    assert len(removed) == 1, f"the used container was not removed: {seen}\n{told}"
     assert min(created + removed) > answered, (answered, seen)
