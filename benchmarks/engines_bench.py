@@ -288,7 +288,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 ladder = Ladder(state, *bundles["runsc"])
                 try:
                     data["gvisor_steps"] = await gvisor_steps.measure(
-                        ladder, machine_busy_s, settle, args.rounds + 2, args.block
+                        ladder, machine_busy_s, settle, args.block
                     )
                 finally:
                     await ladder.remove()
@@ -518,7 +518,7 @@ def report(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
         met = holds[relation](float(value), bound)
         lines.append(f"| {name} | {value} | {'met' if met else 'missed'} |")
     lines += runsc_gap(summary)
-    lines += gvisor_steps.report_lines(data["gvisor_steps"], args.rounds + 2, args.block)
+    lines += gvisor_steps.report_lines(data["gvisor_steps"], args.block)
     return "\n".join(lines) + "\n"
 
 

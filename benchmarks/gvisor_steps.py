@@ -25,6 +25,7 @@ from typing import Any
 from bgcompiler.sandbox.oci.config import docker_seccomp_profile
 
 ECHO = ["echo", "hi"]
+ROUNDS = 5  # rounds of `block` sequential runs of each variant
 EXTRA_EXECS = 4  # programs the exec step runs before its `echo`, one fork + exec each
 
 
@@ -136,16 +137,15 @@ async def measure(
     ladder: Ladder,
     busy_s: Callable[[], float],
     settle: Callable[[], Any],
-    rounds: int,
     block: int,
 ) -> list[dict[str, Any]]:
-    """Each variant's machine CPU and wall time per run (median of `rounds` rounds of `block`
-    sequential runs), its step over the variant before it, and the rounds' spread."""
+    """Each variant's machine CPU and wall time per run (median of ROUNDS rounds of `block`
+    sequential runs), its step over the variant it adds to, and the rounds' spread."""
     cpu: list[list[float]] = [[] for _ in ladder.variants]
     wall: list[list[float]] = [[] for _ in ladder.variants]
     for index in range(len(ladder.variants)):
         await ladder.run(index)  # warm: page cache, the unpacked root
-    for _ in range(rounds):
+    for _ in range(ROUNDS):
         for index in range(len(ladder.variants)):
             await settle()
             busy = busy_s()
@@ -171,13 +171,13 @@ async def measure(
     return rows
 
 
-def report_lines(rows: list[dict[str, Any]], rounds: int, block: int) -> list[str]:
+def report_lines(rows: list[dict[str, Any]], block: int) -> list[str]:
     if not rows:
         return []
     lines = [
         "",
         "Under gVisor, step by step: `runsc` running variants of the hardened bundle, each",
-        f"one step more than another ({rounds} rounds of {block} sequential runs,",
+        f"one step more than another ({ROUNDS} rounds of {block} sequential runs,",
         "alternating; the machine's CPU per run, median of the rounds, and the rounds'",
         "range). Run one at a time, they cost less than at saturation, where 4 sandboxes",
         "share 2 CPUs. The OCI engine's run is the `+ seccomp` variant with two programs",

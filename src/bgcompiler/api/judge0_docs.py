@@ -137,11 +137,12 @@ BATCH_CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 # Path parameters as documented: what the service issues and knows. Any other value is
 # answered as Judge0 does (404), not refused by validation; the patterns also keep the
 # static paths beside them (`/submissions/batch`, `/languages/all`) out of these operations.
+LANGUAGE_ID_DIGITS = "[0-9]{1,9}"  # what a language id can be (Judge0's are integers)
 TOKEN = Path(
     description="a token this service issued", json_schema_extra={"pattern": "^[0-9a-f]{32}$"}
 )
 LANGUAGE_ID = Path(
-    description="a Judge0 language id", json_schema_extra={"pattern": "^[0-9]{1,9}$"}
+    description="a Judge0 language id", json_schema_extra={"pattern": f"^{LANGUAGE_ID_DIGITS}$"}
 )
 SHOW = query("base64_encoded", "fields")
 SHOW_RESPONSES: dict[int | str, dict[str, Any]] = {

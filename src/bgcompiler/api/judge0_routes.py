@@ -445,7 +445,9 @@ async def all_languages(request: Request) -> Response:
 async def one_language(language_id: Annotated[str, docs.LANGUAGE_ID], request: Request) -> Response:
     svc = services(request)
     known = judge0_languages(svc.languages)
-    language = known.get(int(language_id)) if re.fullmatch(r"[0-9]{1,9}", language_id) else None
+    language = (
+        known.get(int(language_id)) if re.fullmatch(docs.LANGUAGE_ID_DIGITS, language_id) else None
+    )
     try:
         if language is None or not await svc.can_run(language):
             return _not_found(request)
