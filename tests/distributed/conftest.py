@@ -4,6 +4,7 @@ started once for the session on this machine and removed after."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,16 @@ from tests.conftest import BUSYBOX, free_port
 from tests.redis_server import RedisServer, redis_server
 from tests.second_engine import SecondEngine
 from tests.second_engine import second_engine as start_second_engine
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The distributed tests run alone (`exclusive`), after the others: they start a second
+    dockerd with a bridge of its own, and kill, freeze and restart what a cluster runs on."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.exclusive)
 
 
 @pytest.fixture(scope="session")

@@ -155,9 +155,10 @@ def test_sigkill_leftovers_are_removed_by_the_next_start(tmp_path: Path, runtime
 def test_full_backlog_answers_503_at_once(tmp_path: Path, runtime: str) -> None:
     """Seed bug: --backlog had no effect and a full queue blocked. Now 503 + Retry-After,
     long before any room could appear (the run ahead sleeps 30 s)."""
+    # No grace at the stop: the run ahead is only there to hold the worker.
     server = launch(
         tmp_path, "--workers", "1", "--backlog", "1", "--pool", "0", "--timeout", "60",
-        runtime=runtime,
+        "--shutdown-grace", "0", runtime=runtime,
     )  # fmt: skip
     try:
         in_background(lambda: server.run("sleep 30"))

@@ -23,7 +23,8 @@ import pytest
 
 from tests.conftest import BUSYBOX, RUNTIMES, launch, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# They freeze (SIGSTOP) and restart the engine every other test uses: they run alone.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.exclusive]
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINE_TIMEOUT_S = 2  # the service's default --engine-timeout
@@ -144,7 +145,9 @@ def test_overload_is_rejected_fast_and_accepted_runs_complete(tmp_path: Path, ru
     request completes correctly, and nothing else happens."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    server = launch(tmp_path, "--workers", "2", "--backlog", "10", runtime=runtime)
+    # A backlog of 4: six accepted runs (6 s of the two workers) show that accepted runs
+    # complete; more would only make the test longer.
+    server = launch(tmp_path, "--workers", "2", "--backlog", "4", runtime=runtime)
     body = {"script": "sleep 2; echo ok", "image": BUSYBOX, "cmd": "sh", "count": 1}
 
     async def flood() -> list[tuple[int, float, dict[str, str], Any]]:
