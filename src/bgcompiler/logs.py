@@ -45,6 +45,9 @@ def configure_logging(*, verbose: bool, json: bool = False) -> None:
         chain = list(_COMMON)
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    # Alembic names each of its plugins as it loads them, seven lines at every start: kept
+    # for --verbose. (Which migrations ran is still said.)
+    logging.getLogger("alembic.runtime.plugins").setLevel(level if verbose else logging.WARNING)
     structlog.configure(
         processors=[*chain, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
