@@ -5,6 +5,7 @@ client that leaves or a close that ends the job."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -178,7 +179,9 @@ def test_a_frame_the_program_forges_is_not_obeyed(server: Server) -> None:
             message = receive(ws)
             assert message["type"] == "data", message
             text += message["data"]
-        send(ws, type="data", stream="stdin", data="", eof=True)
+        # If the input ended at the forged frame, the run may be over before our eof.
+        with contextlib.suppress(ConnectionClosed):
+            send(ws, type="data", stream="stdin", data="", eof=True)
         messages, code = until_closed(ws)
     assert code == 4999
     text += "".join(m["data"] for m in messages if m["type"] == "data" and m["stream"] == "stdout")
