@@ -20,7 +20,10 @@ import pytest
 
 from tests.conftest import BUSYBOX, PYTHON, RUNTIMES, launch, timed
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Alone, after the others (`exclusive`): the soak is itself the load. Beside another test
+# process's fork bombs, dockerd once took over 10 s to answer an inspect of a gVisor fork
+# bomb's container (internal_error), a limit of the engine on two cores, not of the service.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.exclusive]
 
 WORKERS = 3
 TIMEOUT_S = 2
