@@ -65,8 +65,8 @@ start: setup
 	$(BGC) start $(ARGS)
 
 # Two test processes: most tests wait (on runs, timeouts, the engine) far more than they
-# compute. The tests marked `exclusive` (they freeze or restart dockerd, or run a cluster on
-# a second engine) run after the others, alone.
+# compute. The tests marked `exclusive` (they freeze or restart dockerd, run a cluster on a
+# second engine, or are themselves the load: the soak) run after the others, alone.
 TEST_PROCESSES ?= 2
 
 test: setup clients browser check

@@ -37,18 +37,13 @@ _INSTANCE_IN_LOG = re.compile(r"instance=([0-9a-f]{16})")
 def our_containers(instance: str) -> list[str]:
     """The containers of one instance of the service (running or not)."""
     assert instance, "count the containers of one instance, never all of them"
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label={INSTANCE_LABEL}={instance}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
+    return containers_of_instances({instance}).get(instance, [])
 
 
 def containers_of_instances(instances: set[str]) -> dict[str, list[str]]:
     """The containers (running or not) of each of these instances that has any: one question
-    to the engine for all of them (one per instance took seconds at the session's end)."""
+    to the engine for all of them (one question per instance took seconds at the end of a
+    session)."""
     assert instances, "count the containers of given instances only"
     assert all(instances), "an instance id is never empty"
     listing = f'{{{{.ID}}}} {{{{.Label "{INSTANCE_LABEL}"}}}}'
